@@ -1,0 +1,1 @@
+"""HTTP API: the FHIR R4 REST surface, the $set-accounts operation and its job status."""

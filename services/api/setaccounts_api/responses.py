@@ -1,0 +1,60 @@
+"""FHIR JSON responses (`application/fhir+json`) and the handlers that turn errors into OperationOutcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from setaccounts.fhir.outcomes import FhirError, operation_outcome
+
+FHIR_JSON = "application/fhir+json"
+log = structlog.get_logger(__name__)
+
+
+class FhirResponse(JSONResponse):
+    media_type = FHIR_JSON
+
+
+def outcome_response(status: int, code: str, diagnostics: str, headers: dict[str, str] | None = None) -> FhirResponse:
+    return FhirResponse(operation_outcome(code, diagnostics), status_code=status, headers=headers)
+
+
+async def _fhir_error(_: Request, exc: Exception) -> FhirResponse:
+    assert isinstance(exc, FhirError)
+    return FhirResponse(exc.outcome(), status_code=exc.status)
+
+
+async def _validation_error(_: Request, exc: Exception) -> FhirResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return outcome_response(400, "invalid", details or "invalid request")
+
+
+_HTTP_CODES: dict[int, str] = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+
+
+async def _http_error(_: Request, exc: Exception) -> FhirResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "processing")
+    return outcome_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> FhirResponse:
+    log.exception("unhandled error", path=request.url.path, error=repr(exc))
+    return outcome_response(500, "exception", f"internal error: {type(exc).__name__}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(FhirError, _fhir_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def fhir(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> FhirResponse:
+    return FhirResponse(body, status_code=status, headers=headers)

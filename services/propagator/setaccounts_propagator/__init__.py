@@ -1,0 +1,1 @@
+"""Kafka consumers of $set-accounts: planner (fan-out), applier (apply), aggregator (aggregate)."""

@@ -1,0 +1,109 @@
+"""The one consume loop every role runs: decode, handle, dead-letter what cannot succeed, then commit.
+
+Offsets are committed only after the handler's writes succeeded, so a crash redelivers; every handler is
+idempotent, so redelivery changes nothing. One bad record never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from setaccounts.events import EventError, decode
+from setaccounts.kafka import dead_letter
+
+log = structlog.get_logger(__name__)
+Record = ConsumerRecord[bytes, bytes]
+
+
+@dataclass(frozen=True)
+class Item:
+    """A decoded event with the record it came from."""
+
+    record: Record
+    event: Any
+
+
+class Handler(Protocol):
+    async def __call__(self, items: Sequence[Item]) -> None: ...
+
+
+@dataclass
+class ConsumerLoop:
+    role: str
+    kind: str  # which contract the topic carries: "commands", "updates" or "results"
+    consumer: AIOKafkaConsumer
+    producer: AIOKafkaProducer
+    deadletter_topic: str
+    handle: Handler
+    max_retries: int = 5
+    retry_backoff: float = 0.2
+    on_idle: Callable[[], Awaitable[None]] | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.consumer.start()
+        log.info("consumer ready", role=self.role, topics=sorted(self.consumer.subscription()))
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200)
+                if not batches:
+                    if self.on_idle:
+                        await self.on_idle()
+                    continue
+                records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
+                await self.process(records)
+                await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+        finally:
+            await self.consumer.stop()
+
+    async def process(self, records: Sequence[Record]) -> None:
+        items: list[Item] = []
+        for record in records:
+            try:
+                items.append(Item(record, decode(self.kind, record.value)))
+            except EventError as exc:
+                await self._dead_letter(record, str(exc))
+        if items:
+            await self._handle_with_retries(items)
+
+    async def _handle_with_retries(self, items: Sequence[Item]) -> None:
+        error: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                await self.handle(items)
+                return
+            except Exception as exc:  # noqa: BLE001 - retried, then isolated and dead-lettered
+                error = exc
+                log.warning("batch failed", role=self.role, attempt=attempt + 1, size=len(items),
+                            error=repr(exc), first=_where(items[0].record))
+                await asyncio.sleep(min(self.retry_backoff * 2**attempt, 5.0))
+        if len(items) == 1:
+            await self._dead_letter(items[0].record, f"failed after {self.max_retries + 1} attempts: {error!r}")
+            return
+        for item in items:  # isolate the poison record: the others still go through
+            await self._handle_with_retries([item])
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        log.error("dead-lettered", role=self.role, reason=reason, **_where_fields(record))
+        await dead_letter(self.producer, self.deadletter_topic, record, reason, self.role)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # Partitions moved during the batch: the new owner redelivers, and handlers are idempotent.
+            log.warning("commit skipped", role=self.role, error=repr(exc))
+
+
+def _where_fields(record: Record) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
+def _where(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

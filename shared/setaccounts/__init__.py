@@ -1,0 +1,1 @@
+"""Shared library of the $set-accounts services: event contracts, settings, FHIR rules, store, engines."""

@@ -1,0 +1,43 @@
+"""What every event shares: frozen, strict about unknown fields, and versioned."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+REFERENCE_PATTERN = r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-\.]{1,64}$"
+_REFERENCE = re.compile(REFERENCE_PATTERN)
+
+
+def _known_type(value: str) -> str:
+    from setaccounts.fhir.references import RESOURCE_TYPES
+
+    if value.split("/", 1)[0] not in RESOURCE_TYPES:
+        raise ValueError(f"unknown resource type in reference {value!r}")
+    return value
+
+
+Reference = Annotated[
+    str,
+    Field(pattern=REFERENCE_PATTERN, description="A relative FHIR reference `Type/id`.",
+          examples=["Patient/123", "Organization/acme"]),
+    AfterValidator(_known_type),
+]
+CommandId = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9\-\._:]+$",
+          description="Identifies one set-accounts command end to end; publishing it twice has one effect.",
+          examples=["3f2b9c1e-6d0a-4f55-9a57-1b2f0c8d7e64"]),
+]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = Field(1, description="Contract version; consumers refuse versions they do not know.")
+
+
+def is_reference(value: str) -> bool:
+    return bool(_REFERENCE.match(value))

@@ -1,0 +1,1 @@
+"""FHIR R4 rules: references, compartments, OperationOutcomes."""

@@ -1,0 +1,24 @@
+"""MongoDB client and indexes, through PyMongo's native asyncio API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from setaccounts.settings import Settings
+
+Document = dict[str, Any]
+
+
+def make_client(settings: Settings) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+
+
+async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
+    """Indexes every service relies on; creating an existing index is a no-op."""
+    await db.resources.create_index([("members_of", ASCENDING), ("_id", ASCENDING)], name="members_of")
+    await db.resources.create_index([("compartments", ASCENDING)], name="compartments")
+    await db.resources.create_index([("type", ASCENDING), ("_id", ASCENDING)], name="type")
+    await db.jobs.create_index([("target", ASCENDING), ("created_at", ASCENDING)], name="target")

@@ -1,0 +1,1 @@
+"""The resource store: how FHIR resources are kept in MongoDB and how every write computes `meta`."""

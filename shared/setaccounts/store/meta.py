@@ -1,0 +1,114 @@
+"""The one write rule used by CRUD, bundles, the planner and the applier.
+
+`meta.compartment` is computed (never taken from the client): every compartment the resource is in under
+the R4 CompartmentDefinitions, then its `meta.accounts`. `meta.versionId` / `meta.lastUpdated` change only
+when the content changes, so a no-op write makes no version.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from setaccounts.fhir.compartments import compartments_of
+from setaccounts.fhir.references import parse_reference
+
+Resource = dict[str, Any]
+Document = dict[str, Any]
+SERVER_META = ("versionId", "lastUpdated", "compartment")
+
+
+def reference_list(refs: list[str]) -> list[dict[str, str]]:
+    return [{"reference": r} for r in refs]
+
+
+def accounts_of(resource: Resource) -> list[str]:
+    """The resource's `meta.accounts` as `Type/id` strings (order kept, duplicates and junk dropped)."""
+    found: list[str] = []
+    for entry in (resource.get("meta") or {}).get("accounts") or []:
+        ref = entry.get("reference") if isinstance(entry, dict) else None
+        parsed = parse_reference(ref) if isinstance(ref, str) else None
+        if parsed:
+            key = f"{parsed[0]}/{parsed[1]}"
+            if key not in found:
+                found.append(key)
+    return found
+
+
+def content_of(resource: Resource) -> Resource:
+    """The resource without server-managed meta: what decides whether a write changes anything."""
+    content = copy.deepcopy(resource)
+    meta = content.get("meta")
+    if isinstance(meta, dict):
+        for key in SERVER_META:
+            meta.pop(key, None)
+        if not meta:
+            content.pop("meta")
+    return content
+
+
+@dataclass(frozen=True)
+class Write:
+    """The document to store and whether it is a new version."""
+
+    document: Document
+    changed: bool
+
+
+def prepare_write(resource: Resource, previous: Document | None, now: datetime) -> Write:
+    """Build the stored document for `resource` given what is stored now (`previous`, may be deleted)."""
+    content = content_of(resource)
+    accounts = accounts_of(content)
+    if accounts:
+        content.setdefault("meta", {})["accounts"] = reference_list(accounts)
+    elif isinstance(content.get("meta"), dict):
+        content["meta"].pop("accounts", None)
+        if not content["meta"]:
+            content.pop("meta")
+    live_previous = previous if previous is not None and not previous.get("deleted") else None
+    if live_previous is not None and content_of(live_previous["resource"]) == content:
+        return Write(live_previous, changed=False)
+    members_of = compartments_of(content)
+    compartment = list(dict.fromkeys(members_of + accounts))
+    version = (previous or {}).get("version", 0) + 1
+    served = copy.deepcopy(content)
+    meta = served.setdefault("meta", {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if compartment:
+        meta["compartment"] = reference_list(compartment)
+    document: Document = {
+        "_id": f"{served['resourceType']}/{served['id']}",
+        "type": served["resourceType"],
+        "version": version,
+        "deleted": False,
+        "resource": served,
+        "members_of": members_of,
+        "compartments": compartment,
+        "marks": (previous or {}).get("marks", []),
+    }
+    return Write(document, changed=True)
+
+
+def with_accounts(document: Document, accounts: list[str], now: datetime) -> Write:
+    """The same document with `meta.accounts` replaced, through the one write rule."""
+    resource = copy.deepcopy(document["resource"])
+    resource.setdefault("meta", {})["accounts"] = reference_list(accounts)
+    return prepare_write(resource, document, now)
+
+
+def tombstone(previous: Document, now: datetime) -> Document:
+    """A deleted resource keeps its id and a new version so reads can answer 410 Gone."""
+    return {
+        "_id": previous["_id"],
+        "type": previous["type"],
+        "version": previous["version"] + 1,
+        "deleted": True,
+        "deleted_at": now,
+        "resource": None,
+        "members_of": [],
+        "compartments": [],
+        "marks": previous.get("marks", []),
+    }

@@ -1,0 +1,52 @@
+"""Real engines for the whole session; each test gets its own topics, consumer groups and database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from setaccounts.engines import Engines, engines
+from setaccounts.kafka import create_topics
+from setaccounts.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Engines]:
+    with engines() as found:
+        yield found
+
+
+@pytest.fixture
+async def settings(servers: Engines) -> Settings:
+    """Settings isolated by a uuid: topic prefix, consumer groups and database name."""
+    run = uuid.uuid4().hex[:10]
+    built = Settings(
+        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
+        mongodb_uri=servers.mongodb_uri,
+        mongodb_database=f"t_{run}",
+        topic_prefix=f"t{run}.",
+        group_prefix=f"g{run}",
+        partitions=3,
+        sync_wait_seconds=20,
+        plan_page_size=200,
+        apply_batch_size=500,
+        max_retries=2,
+        kafka_session_timeout_ms=6000,
+    )
+    await create_topics(built)
+    return built
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    try:
+        yield client[settings.mongodb_database]
+        await client.drop_database(settings.mongodb_database)
+    finally:
+        await client.close()
