@@ -67,7 +67,9 @@ def npm_pack(version: str, workdir: Path) -> Path:
         raise SystemExit("error: npm is not on PATH; install Node.js or pass --definitions DIR")
     result = subprocess.run(
         [npm, "pack", f"{PACKAGE}@{version}", "--pack-destination", str(workdir), "--silent"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     tarball = workdir / result.stdout.strip().splitlines()[-1]
     with tarfile.open(tarball) as archive:
@@ -92,8 +94,10 @@ def resource_types(profiles: Json) -> list[str]:
     names = {
         sd["type"]
         for sd in bundle_resources(profiles)
-        if sd.get("resourceType") == "StructureDefinition" and sd.get("kind") == "resource"
-        and not sd.get("abstract") and sd.get("derivation") == "specialization"
+        if sd.get("resourceType") == "StructureDefinition"
+        and sd.get("kind") == "resource"
+        and not sd.get("abstract")
+        and sd.get("derivation") == "specialization"
     }
     return sorted(names)
 

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -13,6 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.engines import Engines, engines
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
+from setaccounts_api.app import create_app
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +52,13 @@ async def db(settings: Settings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]
         await client.drop_database(settings.mongodb_database)
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def api(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in-process (lifespan included) against the real engines, as an httpx client."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4") as client:
+            yield client

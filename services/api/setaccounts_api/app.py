@@ -14,9 +14,10 @@ from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
-from setaccounts_api.routes import health
+from setaccounts_api.routes import bundle, crud, health, jobs, metadata, operation, search
 
 log = structlog.get_logger(__name__)
+FHIR_BASE = "/fhir/R4"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health.router)
+    # Order matters: fixed paths (metadata, jobs, operations) before the generic /{type}/{id} routes.
+    for router in (metadata.router, jobs.router, operation.router, bundle.router, search.router, crud.router):
+        app.include_router(router, prefix=FHIR_BASE)
     return app
 
 

@@ -133,7 +133,10 @@ def test_arrays_flatten_through_nested_paths() -> None:
         "resourceType": "Claim",
         "patient": ref("Patient/1"),
         "item": [
-            {"udi": [ref("Device/a")], "detail": [{"udi": [ref("Device/b")], "subDetail": [{"udi": [ref("Device/c")]}]}]},
+            {
+                "udi": [ref("Device/a")],
+                "detail": [{"udi": [ref("Device/b")], "subDetail": [{"udi": [ref("Device/c")]}]}],
+            },
             {"encounter": [ref("Encounter/e")]},
         ],
     }
@@ -164,14 +167,21 @@ def evaluate(expression: str, resource: dict[str, Any]) -> list[Any]:
 
 def test_union_parentheses_and_type_root() -> None:
     obs = {"resourceType": "Observation", "subject": ref("Patient/1"), "performer": [ref("Practitioner/2")]}
-    assert evaluate("(Observation.subject | Observation.performer)", obs) == [ref("Patient/1"), ref("Practitioner/2")]
+    assert evaluate("(Observation.subject | Observation.performer)", obs) == [
+        ref("Patient/1"),
+        ref("Practitioner/2"),
+    ]
     assert evaluate("Encounter.subject", obs) == []
 
 
 @pytest.mark.parametrize(
     "expression",
-    ["Observation.subject as Reference", "(Observation.subject as Reference)",
-     "Observation.subject.ofType(Reference)", "Observation.subject.as(Reference)"],
+    [
+        "Observation.subject as Reference",
+        "(Observation.subject as Reference)",
+        "Observation.subject.ofType(Reference)",
+        "Observation.subject.as(Reference)",
+    ],
 )
 def test_reference_type_filters(expression: str) -> None:
     obs = {"resourceType": "Observation", "subject": ref("Patient/1")}
@@ -266,7 +276,9 @@ def test_compartment_types() -> None:
         ("Device", "DeviceRequest", ("device", "subject", "requester", "performer")),
     ],
 )
-def test_table_entries_match_definitions(compartment: str, resource_type: str, params: tuple[str, ...]) -> None:
+def test_table_entries_match_definitions(
+    compartment: str, resource_type: str, params: tuple[str, ...]
+) -> None:
     assert compartment_params(compartment, resource_type) == params
     assert resource_type in compartment_resource_types(compartment)
 
