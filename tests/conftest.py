@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,6 +16,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.engines import Engines, engines
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
+from setaccounts.store.meta import prepare_write
+from setaccounts_propagator.bootstrap import ROLES, run
 from setaccounts_api.app import create_app
 
 
@@ -62,3 +66,43 @@ async def api(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> AsyncIte
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4") as client:
             yield client
+
+
+@pytest.fixture
+async def propagator(settings: Settings) -> AsyncIterator[None]:
+    """All three propagator roles in-process, on the test's own topics and groups."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run(settings, list(ROLES), stop, ready))
+    await asyncio.wait([asyncio.ensure_future(ready.wait()), task], return_when=asyncio.FIRST_COMPLETED)
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+Seed = Callable[..., Awaitable[list[str]]]
+
+
+@pytest.fixture
+def seed(db: AsyncDatabase[dict[str, Any]]) -> Seed:
+    """Store resources straight through the write rule (fast); returns their references."""
+
+    async def store(*resources: dict[str, Any]) -> list[str]:
+        now = datetime.now(UTC)
+        documents = [prepare_write(r, None, now).document for r in resources]
+        if documents:
+            await db.resources.insert_many(documents)
+        return [d["_id"] for d in documents]
+
+    return store
+
+
+def patient_with_members(pid: str, members: int, accounts: list[str] | None = None) -> list[dict[str, Any]]:
+    """A patient and `members` Observations in its compartment."""
+    meta = {"accounts": [{"reference": a} for a in accounts]} if accounts else None
+    patient: dict[str, Any] = {"resourceType": "Patient", "id": pid, **({"meta": meta} if meta else {})}
+    observations = [
+        {"resourceType": "Observation", "id": f"{pid}-obs-{i:06d}", "status": "final",
+         "code": {"text": "weight"}, "subject": {"reference": f"Patient/{pid}"}}
+        for i in range(members)
+    ]
+    return [patient, *observations]

@@ -12,6 +12,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from pydantic import BaseModel
+
+from setaccounts.events import encode, headers_for
 from setaccounts.settings import Settings
 
 DLQ_HEADERS = ("dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset", "dlq.consumer")
@@ -80,3 +83,8 @@ async def dead_letter(
         ("dlq.consumer", consumer.encode()),
     ]
     await producer.send_and_wait(topic, record.value, key=record.key, headers=headers)
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, key: str, event: BaseModel) -> None:
+    """Send one event and wait for the broker's acknowledgement."""
+    await producer.send_and_wait(topic, encode(event), key=key.encode(), headers=headers_for(event))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -32,6 +32,10 @@ class Item:
 
 class Handler(Protocol):
     async def __call__(self, items: Sequence[Item]) -> None: ...
+
+
+class GivesUp(Protocol):
+    async def give_up(self, item: Item, error: BaseException | None) -> None: ...
 
 
 @dataclass
@@ -80,11 +84,16 @@ class ConsumerLoop:
                 return
             except Exception as exc:  # noqa: BLE001 - retried, then isolated and dead-lettered
                 error = exc
+                if getattr(exc, "retriable", True) is False:
+                    log.warning("batch refused", role=self.role, size=len(items), error=repr(exc))
+                    break
                 log.warning("batch failed", role=self.role, attempt=attempt + 1, size=len(items),
                             error=repr(exc), first=_where(items[0].record))
                 await asyncio.sleep(min(self.retry_backoff * 2**attempt, 5.0))
         if len(items) == 1:
-            await self._dead_letter(items[0].record, f"failed after {self.max_retries + 1} attempts: {error!r}")
+            await self._dead_letter(items[0].record, f"gave up: {error!r}")
+            if isinstance(self.handle, _GivesUpCheck):
+                await self.handle.give_up(items[0], error)
             return
         for item in items:  # isolate the poison record: the others still go through
             await self._handle_with_retries([item])
@@ -99,6 +108,11 @@ class ConsumerLoop:
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # Partitions moved during the batch: the new owner redelivers, and handlers are idempotent.
             log.warning("commit skipped", role=self.role, error=repr(exc))
+
+
+@runtime_checkable
+class _GivesUpCheck(GivesUp, Protocol):
+    pass
 
 
 def _where_fields(record: Record) -> dict[str, Any]:

@@ -1,5 +1,45 @@
-"""Placeholder router, filled in by its own change."""
+"""The status URL of a job: poll it (202 while running), read the result, or DELETE it to cancel."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+
+from setaccounts.events import CancelRequested
+from setaccounts.fhir.outcomes import FhirError, not_found, operation_outcome
+from setaccounts.jobs import JobStore, Status
+from setaccounts.kafka import publish
+from setaccounts_api.answers import answer
+from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
+from setaccounts_api.responses import FhirResponse, fhir
+from setaccounts_api.routes.operation import status_url
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/job/{command_id}/status")
+async def job_status(command_id: str, request: Request, db: DbDep, settings: SettingsDep) -> FhirResponse:
+    job = await JobStore(db).get(command_id)
+    if job is None:
+        raise not_found(f"job {command_id}")
+    return answer(job, status_url(request, settings.base_url, command_id))
+
+
+@router.delete("/job/{command_id}/status")
+async def cancel_job(
+    command_id: str, db: DbDep, producer: ProducerDep, settings: SettingsDep,
+    x_requested_by: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
+    """Cancel at any time: the planner and applier stop within one batch; finished jobs stay as they are."""
+    jobs = JobStore(db)
+    job = await jobs.cancel(command_id, x_requested_by)
+    if job is None:
+        raise not_found(f"job {command_id}")
+    if job["status"] != Status.CANCELLED:
+        raise FhirError(409, "conflict", f"job {command_id} already ended with status {job['status']}")
+    await publish(producer, settings.topics.results, command_id, CancelRequested(
+        command_id=command_id, requested_at=datetime.now(UTC), requested_by=x_requested_by))
+    body = operation_outcome("informational", f"job {command_id} cancelled", severity="information")
+    return fhir(body, 202)

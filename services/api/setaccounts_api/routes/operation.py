@@ -1,5 +1,99 @@
-"""Placeholder router, filled in by its own change."""
+"""`POST /fhir/R4/{type}/{id}/$set-accounts`: validate, record the job, publish the command, then either
+answer 202 at once (`Prefer: respond-async`) or wait for the result up to a bound."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import asyncio
+import json
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+
+from setaccounts.events import SetAccountsCommand
+from setaccounts.fhir.outcomes import FhirError, invalid, not_found
+from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
+from setaccounts.jobs import TERMINAL, JobStore, Status
+from setaccounts.kafka import publish
+from setaccounts.store.resources import ResourceStore
+from setaccounts_api.answers import accepted, answer, status_path
+from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
+from setaccounts_api.parameters import SetAccountsInput, operation_definition, parse_input
+from setaccounts_api.responses import FhirResponse, fhir
+
+router = APIRouter(tags=["$set-accounts"])
+POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)
+
+
+@router.get("/OperationDefinition/set-accounts")
+async def get_operation_definition() -> FhirResponse:
+    return fhir(operation_definition())
+
+
+async def _read_input(request: Request) -> SetAccountsInput:
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise invalid(f"body is not valid JSON: {exc}") from exc
+    return parse_input(body)
+
+
+def status_url(request: Request, base_url: str, command_id: str) -> str:
+    base = base_url.rstrip("/") or str(request.base_url).rstrip("/")
+    return base + status_path(command_id)
+
+
+@router.post("/{resource_type}/{resource_id}/$set-accounts")
+async def set_accounts(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    prefer: Annotated[str | None, Header()] = None,
+    x_requested_by: Annotated[str | None, Header()] = None,
+) -> FhirResponse:
+    if resource_type not in RESOURCE_TYPES:
+        raise invalid(f"unknown resource type {resource_type!r}")
+    if not is_valid_id(resource_id):
+        raise invalid(f"invalid resource id {resource_id!r}")
+    params = await _read_input(request)
+    target = f"{resource_type}/{resource_id}"
+    stored = await ResourceStore(db).get(target)
+    if stored is None:
+        raise not_found(target)
+    if stored.get("deleted"):
+        raise FhirError(410, "deleted", f"{target} was deleted")
+
+    command = SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target=target, accounts=params.accounts, propagate=params.propagate,
+        requested_by=x_requested_by or (request.client.host if request.client else None),
+    )
+    jobs = JobStore(db)
+    job = await jobs.ensure(command)
+    try:
+        await publish(producer, settings.topics.commands, command.target, command)
+    except Exception as exc:
+        await jobs.update(command.command_id, {"status": Status.ERROR.value, "http_status": 503})
+        raise FhirError(503, "transient", f"could not publish the command: {type(exc).__name__}",
+                        retriable=True) from exc
+
+    url = status_url(request, settings.base_url, command.command_id)
+    if prefer and "respond-async" in prefer.replace(" ", "").lower().split(","):
+        return accepted(job, url)
+    return answer(await _wait(jobs, command.command_id, settings.sync_wait_seconds) or job, url)
+
+
+async def _wait(jobs: JobStore, command_id: str, seconds: float) -> dict[str, object] | None:
+    """Poll the job until it ends or the bound passes; the caller degrades to the async answer."""
+    deadline = time.monotonic() + seconds
+    job = await jobs.get(command_id)
+    step = 0
+    while job is not None and job["status"] not in TERMINAL and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_SECONDS[min(step, len(POLL_SECONDS) - 1)])
+        step += 1
+        job = await jobs.get(command_id)
+    return job

@@ -1,0 +1,69 @@
+"""The operation's FHIR `Parameters` in and out, validated so bad input never reaches Kafka."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from setaccounts.fhir.outcomes import invalid
+from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
+
+
+@dataclass(frozen=True)
+class SetAccountsInput:
+    accounts: list[str]
+    propagate: bool
+
+
+def _reference(param: dict[str, Any], index: int) -> str:
+    where = [f"Parameters.parameter[{index}].valueReference"]
+    value = param.get("valueReference")
+    if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
+        raise invalid("every 'accounts' parameter needs a valueReference with a reference", where)
+    ref = value["reference"]
+    kind, _, rid = ref.partition("/")
+    if kind not in RESOURCE_TYPES or not is_valid_id(rid):
+        raise invalid(f"account reference {ref!r} is not a Type/id reference to a known resource type", where)
+    return ref
+
+
+def parse_input(body: Any) -> SetAccountsInput:
+    """Read `accounts` (0..* valueReference) and `propagate` (0..1 valueBoolean) from a Parameters body."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise invalid("the body must be a FHIR Parameters resource")
+    params = body.get("parameter", [])
+    if not isinstance(params, list):
+        raise invalid("Parameters.parameter must be a list")
+    accounts: list[str] = []
+    propagate: bool | None = None
+    for index, param in enumerate(params):
+        name = param.get("name") if isinstance(param, dict) else None
+        if name == "accounts":
+            accounts.append(_reference(param, index))
+        elif name == "propagate":
+            if propagate is not None or not isinstance(param.get("valueBoolean"), bool):
+                raise invalid("'propagate' must appear at most once, as a valueBoolean",
+                              [f"Parameters.parameter[{index}]"])
+            propagate = param["valueBoolean"]
+        else:
+            raise invalid(f"unknown parameter {name!r}; expected 'accounts' or 'propagate'",
+                          [f"Parameters.parameter[{index}]"])
+    return SetAccountsInput(list(dict.fromkeys(accounts)), bool(propagate))
+
+
+def output(updated: int, changed: int) -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "resourcesUpdated", "valueInteger": updated},
+            {"name": "resourcesChanged", "valueInteger": changed},
+        ],
+    }
+
+
+def operation_definition() -> dict[str, Any]:
+    text = resources.files("setaccounts_api").joinpath("definitions/set-accounts.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded

@@ -1,0 +1,54 @@
+"""`python -m setaccounts_propagator`: run the consumer roles, or create the topics."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from enum import StrEnum
+
+import typer
+
+from setaccounts.kafka import create_topics
+from setaccounts.logs import configure_logging
+from setaccounts.settings import Settings
+from setaccounts_propagator.bootstrap import ROLES, run
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+class RoleChoice(StrEnum):
+    ALL = "all"
+    PLANNER = "planner"
+    APPLIER = "applier"
+    AGGREGATOR = "aggregator"
+
+
+@cli.command("run")
+def run_command(
+    role: list[RoleChoice] = typer.Option([RoleChoice.ALL], help="Roles to run; repeat the flag for several."),
+) -> None:
+    """Consume until SIGINT/SIGTERM, then finish the current batch and stop."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    names = list(ROLES) if RoleChoice.ALL in role else [r.value for r in role]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, names, stop)
+
+    asyncio.run(main())
+
+
+@cli.command("create-topics")
+def create_topics_command() -> None:
+    """Create the commands, updates, results and dead-letter topics if they are missing."""
+    settings = Settings()
+    created = asyncio.run(create_topics(settings))
+    typer.echo(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+if __name__ == "__main__":
+    cli()
