@@ -42,7 +42,7 @@ async def settings(servers: Engines) -> Settings:
         plan_page_size=200,
         apply_batch_size=500,
         max_retries=2,
-        kafka_session_timeout_ms=6000,
+        kafka_session_timeout_ms=3000,
     )
     await create_topics(built)
     return built

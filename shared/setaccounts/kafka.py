@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -88,3 +88,30 @@ async def dead_letter(
 async def publish(producer: AIOKafkaProducer, topic: str, key: str, event: BaseModel) -> None:
     """Send one event and wait for the broker's acknowledgement."""
     await producer.send_and_wait(topic, encode(event), key=key.encode(), headers=headers_for(event))
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    """A topic's partition ids, fetching metadata first (a fresh consumer has none)."""
+    await consumer.topics()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def read_topic(bootstrap_servers: str, topic: str, idle_ms: int = 500) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic up to the end offsets seen at start, with no consumer group (read-only)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            batches = await consumer.getmany(timeout_ms=idle_ms)
+            records += [r for tp in partitions for r in batches.get(tp, []) if r.offset < ends[tp]]
+        return records
+    finally:
+        await consumer.stop()

@@ -38,6 +38,12 @@ class GivesUp(Protocol):
     async def give_up(self, item: Item, error: BaseException | None) -> None: ...
 
 
+class Rejects(Protocol):
+    async def reject(self, record: Record, error: EventError) -> bool:
+        """Answer an invalid record that still names its command; False sends it to the dead-letter topic."""
+        ...
+
+
 @dataclass
 class ConsumerLoop:
     role: str
@@ -72,7 +78,8 @@ class ConsumerLoop:
             try:
                 items.append(Item(record, decode(self.kind, record.value)))
             except EventError as exc:
-                await self._dead_letter(record, str(exc))
+                if not (isinstance(self.handle, _RejectsCheck) and await self.handle.reject(record, exc)):
+                    await self._dead_letter(record, str(exc))
         if items:
             await self._handle_with_retries(items)
 
@@ -112,6 +119,11 @@ class ConsumerLoop:
 
 @runtime_checkable
 class _GivesUpCheck(GivesUp, Protocol):
+    pass
+
+
+@runtime_checkable
+class _RejectsCheck(Rejects, Protocol):
     pass
 
 

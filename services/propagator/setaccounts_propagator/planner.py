@@ -8,6 +8,8 @@ harmless and the aggregator's per-partition watermarks keep them out of the coun
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +22,13 @@ from setaccounts.events import (
     CommandFailed,
     CommandPlanned,
     EndOfCommand,
+    EventError,
     MemberUpdate,
     SetAccountsCommand,
     encode,
     headers_for,
 )
+from setaccounts.events.base import COMMAND_ID_PATTERN
 from setaccounts.fhir.compartments import compartment_owner_types
 from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import TERMINAL, JobStore, Status, command_fields
@@ -32,10 +36,11 @@ from setaccounts.settings import Settings
 from setaccounts.store.marks import apply_accounts, write_op
 from setaccounts.store.meta import accounts_of
 from setaccounts.store.resources import ResourceStore, VersionConflict, now
-from setaccounts_propagator.consumer import Item
+from setaccounts_propagator.consumer import Item, Record
 from setaccounts.kafka import publish
 
 log = structlog.get_logger(__name__)
+COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
 
 class DuplicateCommandId(ValueError):
@@ -171,6 +176,31 @@ class Planner:
         ]
         await asyncio.gather(*ends)
         return emitted, partitions
+
+    async def reject(self, record: Record, error: EventError) -> bool:
+        """A command whose envelope names a usable command id gets a failed result (and an errored job);
+        anything else is for the dead-letter topic."""
+        try:
+            envelope = json.loads(record.value or b"")
+        except ValueError:
+            return False
+        command_id = envelope.get("command_id") if isinstance(envelope, dict) else None
+        if not isinstance(command_id, str) or not COMMAND_ID.match(command_id):
+            return False
+        target = envelope.get("target") if isinstance(envelope.get("target"), str) else None
+        version = envelope.get("schema_version")
+        reason = (f"unsupported schema_version {version!r}; this service reads version 1"
+                  if version not in (None, 1) else str(error))
+        await self.jobs.collection.update_one(
+            {"_id": command_id},
+            {"$setOnInsert": {"status": Status.ACCEPTED.value, "target": target, "created_at": now(),
+                              "http_status": 400}},
+            upsert=True,
+        )
+        await publish(self.producer, self.settings.topics.results, command_id, CommandFailed(
+            command_id=command_id, target=target, outcome=operation_outcome("invalid", reason)))
+        log.warning("command rejected", command_id=command_id, reason=reason)
+        return True
 
     async def give_up(self, item: Item, error: BaseException | None) -> None:
         """A command that keeps failing ends its job with an error, so no caller waits forever."""

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9\-\._:]{1,128}$"
 REFERENCE_PATTERN = r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-\.]{1,64}$"
 _REFERENCE = re.compile(REFERENCE_PATTERN)
 
@@ -27,7 +28,7 @@ Reference = Annotated[
 ]
 CommandId = Annotated[
     str,
-    Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9\-\._:]+$",
+    Field(pattern=COMMAND_ID_PATTERN,
           description="Identifies one set-accounts command end to end; publishing it twice has one effect.",
           examples=["3f2b9c1e-6d0a-4f55-9a57-1b2f0c8d7e64"]),
 ]

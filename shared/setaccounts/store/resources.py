@@ -8,8 +8,9 @@ plain REST call behave alike.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ PUBLIC = {"resource": 1, "version": 1, "deleted": 1, "type": 1}
 # SecantusDB answers an `$in` on `_id` in time that grows with the square of the hits; chunks keep it linear.
 IN_CHUNK = 100
 CONFLICT_RETRIES = 3
+_ETAG = re.compile(r'(?:W/)?"?([0-9]{1,18})"?')
 
 WriteOp = InsertOne[Document] | ReplaceOne[Document]
 
@@ -40,6 +42,17 @@ class VersionConflict(Exception):
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def etag(version: int) -> str:
+    """The weak ETag of a stored version: FHIR versions are content versions, not byte-exact ones."""
+    return f'W/"{version}"'
+
+
+def version_of_etag(value: str) -> int | None:
+    """The version in `W/"3"`, `"3"` or `3` (as If-Match or Bundle.entry.request.ifMatch), else None."""
+    match = _ETAG.fullmatch(value.strip())
+    return int(match.group(1)) if match else None
 
 
 def new_id() -> str:
@@ -100,7 +113,8 @@ def _check_if_match(ref: str, previous: Document | None, if_match: int | None) -
 
 def decide_create(resource: Resource, at: datetime, resource_id: str | None = None) -> Change:
     """A new resource under a server-assigned id (any id in the body is ignored, as FHIR create says)."""
-    body = {**resource, "id": resource_id or new_id()}
+    rest = {key: value for key, value in resource.items() if key not in ("resourceType", "id")}
+    body = {"resourceType": resource["resourceType"], "id": resource_id or new_id(), **rest}
     write = prepare_write(body, None, at)
     return Change(201, write.document, None, write=True)
 
@@ -144,7 +158,7 @@ def decide_read(ref: str, stored: Document | None, version: int | None = None) -
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """AND of OR-lists: `types` (empty = all), each group of `Type/id` refs or bare ids, each compartment group.
+    """AND of OR-lists: `types` (empty = all), each group of ids, each group of compartments.
 
     `ids` hold `Type/id` when the types are known, bare ids for a system search without `_type`.
     """
@@ -157,7 +171,9 @@ class SearchQuery:
     def to_filter(self) -> dict[str, Any]:
         clauses: list[dict[str, Any]] = [{"deleted": False}]
         if self.types:
-            clauses.append({"type": self.types[0]} if len(self.types) == 1 else {"type": {"$in": list(self.types)}})
+            clauses.append(
+                {"type": self.types[0]} if len(self.types) == 1 else {"type": {"$in": list(self.types)}}
+            )
         id_field = "resource.id" if self.bare_ids else "_id"
         clauses += [{id_field: {"$in": list(group)}} for group in self.ids]
         clauses += [{"compartments": {"$in": list(group)}} for group in self.compartments]
@@ -211,7 +227,7 @@ class ResourceStore:
         await self.apply([Change(200, write.document, previous, write=True)], session)
 
     async def apply(self, changes: Sequence[Change], session: AsyncClientSession | None = None) -> None:
-        """All writes of `changes` in one bulk write; VersionConflict if any guard (version, new id) failed."""
+        """All writes of `changes` in one bulk write; VersionConflict if a guard (version, new id) failed."""
         ops = [op for op in (change.op() for change in changes) if op is not None]
         if not ops:
             return
@@ -228,28 +244,35 @@ class ResourceStore:
         await self.apply([change], session)
         return change
 
-    async def read(self, ref: str, version: int | None = None) -> Change:
-        return decide_read(ref, await self.get(ref), version)
+    async def read(
+        self, ref: str, version: int | None = None, session: AsyncClientSession | None = None
+    ) -> Change:
+        return decide_read(ref, await self.get(ref, session), version)
 
     async def update(
         self, resource: Resource, if_match: int | None = None, session: AsyncClientSession | None = None
     ) -> Change:
-        """Update with a re-read on a concurrent write; with If-Match a moved version is a 412."""
+        """Update or create-on-update; with If-Match, a version that moved meanwhile is a 412."""
         ref = f"{resource['resourceType']}/{resource['id']}"
-        for _ in range(CONFLICT_RETRIES):
-            change = decide_update(resource, await self.get(ref, session), now(), if_match)
-            try:
-                await self.apply([change], session)
-            except VersionConflict:
-                continue
-            return change
-        raise conflict(ref)
+        return await self._decide_and_apply(
+            ref, lambda stored: decide_update(resource, stored, now(), if_match), session
+        )
 
     async def delete(
         self, ref: str, if_match: int | None = None, session: AsyncClientSession | None = None
     ) -> Change:
-        for _ in range(CONFLICT_RETRIES):
-            change = decide_delete(ref, await self.get(ref, session), now(), if_match)
+        return await self._decide_and_apply(
+            ref, lambda stored: decide_delete(ref, stored, now(), if_match), session
+        )
+
+    async def _decide_and_apply(
+        self, ref: str, decide: Callable[[Document | None], Change], session: AsyncClientSession | None
+    ) -> Change:
+        """Read, decide, write; a concurrent write makes it read again (not inside a transaction, which a
+        failed write has aborted: there the conflict goes to the caller)."""
+        attempts = 1 if session is not None and session.in_transaction else CONFLICT_RETRIES
+        for _ in range(attempts):
+            change = decide(await self.get(ref, session))
             try:
                 await self.apply([change], session)
             except VersionConflict:

@@ -1,0 +1,65 @@
+"""Re-apply a command by publishing a new one (new id, same content, `redrive_of` the original).
+
+A new command id keeps the original job and its counts untouched, and the planner gives it a new per-target
+sequence number, so the members' marks let it through. Only the target's last command may be re-driven:
+re-applying an older one would undo the newer ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from setaccounts.events import CommandFinished, SetAccountsCommand
+from setaccounts.kafka import make_producer, publish
+from setaccounts.settings import Settings
+from setaccounts_propagator.audit.history import CommandRecord, by_target
+from setaccounts_propagator.audit.replay import load_history, watch_results
+
+
+class RedriveRefused(Exception):
+    """The re-drive would be unsafe or makes no sense; not retriable, the message says why."""
+
+    retriable = False
+
+
+def choose(records: Sequence[CommandRecord], command_id: str, *, force: bool = False) -> CommandRecord:
+    """The command to re-drive, or RedriveRefused when unknown or (without `force`) not the target's last."""
+    original = next((r for r in records if r.command_id == command_id), None)
+    if original is None:
+        raise RedriveRefused(f"command {command_id} is not in the commands or results topic")
+    later = by_target(records)[original.target]
+    newer = later[later.index(original) + 1:]
+    if newer and not force:
+        raise RedriveRefused(
+            f"command {command_id} is not the last command for {original.target}: {len(newer)} newer "
+            f"command(s) follow it (last: {newer[-1].command_id}); re-applying it would undo them. "
+            f"Re-drive {newer[-1].command_id} instead, or pass --force if undoing them is intended."
+        )
+    return original
+
+
+def redrive_command(original: CommandRecord, by: str) -> SetAccountsCommand:
+    return SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target=original.target, accounts=list(original.accounts_after),
+        propagate=original.propagate, requested_by=by, redrive_of=original.command_id,
+    )
+
+
+async def redrive(
+    settings: Settings, command_id: str, *, by: str = "audit", force: bool = False,
+    wait_seconds: float = 120.0,
+) -> tuple[SetAccountsCommand, CommandFinished]:
+    """Publish the re-drive and wait for its final answer on the results topic."""
+    loaded = await load_history(settings, progress=False)
+    original = choose(loaded.history.records(), command_id, force=force)
+    command = redrive_command(original, by)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        async with watch_results(settings) as wait:
+            await publish(producer, settings.topics.commands, command.target, command)
+            finished = await wait(command.command_id, wait_seconds)
+    finally:
+        await producer.stop()
+    return command, finished

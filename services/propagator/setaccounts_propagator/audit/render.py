@@ -1,0 +1,129 @@
+"""How audit results are shown: a rich table for people, JSON lines and CSV for scripts."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import IO, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from setaccounts.events import CommandFinished, SetAccountsCommand
+from setaccounts_propagator.audit.history import CommandRecord
+from setaccounts_propagator.audit.verify import Report
+
+WIDE = 200  # when not on a terminal, do not wrap the table at 80 columns
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+FIELDS = ("requested_at", "requested_by", "target", "accounts_before", "accounts_after", "propagate",
+          "expected", "resources_updated", "resources_changed", "status", "diagnostics", "redrive_of",
+          "command_id")
+
+
+def as_row(record: CommandRecord) -> dict[str, Any]:
+    """The log's columns for one command, JSON-ready."""
+    return {
+        "requested_at": record.requested_at.isoformat(),
+        "requested_by": record.requested_by,
+        "target": record.target,
+        "accounts_before": record.accounts_before,
+        "accounts_after": record.accounts_after,
+        "propagate": record.propagate,
+        "expected": record.expected,
+        "resources_updated": record.resources_updated,
+        "resources_changed": record.resources_changed,
+        "status": record.status,
+        "diagnostics": record.diagnostics,
+        "redrive_of": record.redrive_of,
+        "command_id": record.command_id,
+    }
+
+
+def console(out: IO[str] | None = None) -> Console:
+    made = Console(file=out, highlight=False, soft_wrap=False)
+    return made if made.is_terminal else Console(file=out, highlight=False, width=WIDE)
+
+
+def _accounts(values: list[str] | None) -> str:
+    return "?" if values is None else (", ".join(values) or "∅")
+
+
+def _outcome(record: CommandRecord) -> str:
+    if record.status == "error":
+        return f"[red]error[/]: {escape(record.diagnostics or '')}"
+    if record.status == "cancelled":
+        return f"[yellow]cancelled[/] by {escape(record.cancel_requested_by or 'unknown')}"
+    return "[green]completed[/]" if record.status == "completed" else "[dim]pending[/]"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def print_log(records: Sequence[CommandRecord], fmt: Format, out: IO[str], undecodable: int = 0) -> None:
+    if fmt is Format.JSONL:
+        for record in records:
+            out.write(json.dumps(as_row(record), sort_keys=True) + "\n")
+        return
+    if fmt is Format.CSV:
+        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for record in records:
+            row = as_row(record)
+            writer.writerow({k: " ".join(v) if isinstance(v, list) else v for k, v in row.items()})
+        return
+    table = Table(title=f"set-accounts commands ({len(records)})", title_justify="left")
+    for name in ("when (UTC)", "by", "target", "accounts before → after", "prop", "members",
+                 "updated", "changed", "outcome", "re-drive of", "command"):
+        table.add_column(name, overflow="fold")
+    for r in records:
+        table.add_row(r.requested_at.strftime("%Y-%m-%d %H:%M:%S"), escape(r.requested_by or "-"), r.target,
+                      escape(f"{_accounts(r.accounts_before)} → {_accounts(r.accounts_after)}"),
+                      "yes" if r.propagate else "no", _count(r.expected), _count(r.resources_updated),
+                      _count(r.resources_changed), _outcome(r), r.redrive_of or "", r.command_id)
+    shown = console(out)
+    shown.print(table)
+    if undecodable:
+        shown.print(f"[yellow]{undecodable} record(s) could not be decoded[/] "
+                    "(the consumers dead-lettered them: they never ran)")
+
+
+def print_report(report: Report, out: IO[str]) -> None:
+    shown = console(out)
+    shown.print(f"checked {report.resources} resources: {report.targets_checked} targets, "
+                f"{report.members_checked} members of propagated targets")
+    for ref in report.deleted_targets:
+        shown.print(f"[dim]skipped {escape(ref)}: deleted after its commands[/]")
+    if report.clean:
+        shown.print("[green]no drift[/]: the store matches the command log")
+        return
+    table = Table(title=f"drift ({report.drift_count})", title_justify="left")
+    for name in ("kind", "resource", "expected", "found", "command", "note"):
+        table.add_column(name, overflow="fold")
+    for d in report.drifts:
+        table.add_row(d.kind, d.ref, escape(_accounts(d.expected)), escape(_accounts(d.found)),
+                      d.command_id or "", escape(d.note))
+    shown.print(table)
+    if report.drift_count > len(report.drifts):
+        shown.print(f"... and {report.drift_count - len(report.drifts)} more (raise --limit to list them)")
+
+
+def print_redrive(command: SetAccountsCommand, finished: CommandFinished, out: IO[str]) -> None:
+    shown = console(out)
+    propagate = "yes" if command.propagate else "no"
+    shown.print(escape(f"re-drive {command.command_id} of {command.redrive_of}: {command.target} "
+                       f"→ {_accounts(list(command.accounts))} (propagate: {propagate})"))
+    shown.print(f"finished: {finished.status}, resourcesUpdated={finished.resources_updated}, "
+                f"resourcesChanged={finished.resources_changed}")
+    if finished.outcome:
+        shown.print(escape(json.dumps(finished.outcome, sort_keys=True)))

@@ -1,0 +1,161 @@
+"""The exactly-once-in-effect hazards: redelivery, duplicates, deletes mid-job, overlapping commands."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo.asynchronous.database import AsyncDatabase
+
+from setaccounts.events import SetAccountsCommand, decode
+from setaccounts.kafka import partitions_of, read_topic
+from setaccounts.settings import Settings
+from setaccounts.store.meta import tombstone
+from setaccounts.store.resources import now
+from tests.conftest import Seed, patient_with_members
+from tests.integration.pipeline.conftest import member_accounts, roles, send_command, wait_job
+
+pytestmark = pytest.mark.integration
+
+
+def command(target: str, *accounts: str, propagate: bool = True) -> SetAccountsCommand:
+    return SetAccountsCommand(command_id=str(uuid.uuid4()), target=target, accounts=list(accounts),
+                              propagate=propagate, requested_by="test")
+
+
+async def versions(db: AsyncDatabase[dict[str, Any]]) -> dict[str, str]:
+    return {d["_id"]: d["resource"]["meta"]["versionId"]
+            async for d in db.resources.find({"deleted": False})}
+
+
+async def rewind_group(settings: Settings, role: str, topic: str) -> None:
+    """Forget a group's committed offsets: what a crash between the writes and the commit leaves behind."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=settings.group(role), enable_auto_commit=False,
+                                session_timeout_ms=settings.kafka_session_timeout_ms)
+    await consumer.start()
+    try:
+        while not consumer.assignment():  # join the group: the broker takes commits from members only
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        await consumer.commit({tp: 0 for tp in consumer.assignment()})
+    finally:
+        await consumer.stop()
+
+
+async def caught_up(settings: Settings, role: str, topic: str, timeout: float = 60) -> None:
+    """Wait until a group has committed every record of the topic (it re-processed what was rewound)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=settings.group(role), enable_auto_commit=False)
+    await consumer.start()  # never subscribes: it only reads the group's committed offsets
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            ends = await consumer.end_offsets([TopicPartition(topic, p)
+                                               for p in await partitions_of(consumer, topic)])
+            behind = [tp for tp, end in ends.items() if (await consumer.committed(tp) or 0) < end]
+            if not behind:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{role} did not catch up on {topic}")
+    finally:
+        await consumer.stop()
+
+
+async def test_redelivered_batches_change_nothing_and_inflate_no_count(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    await seed(*patient_with_members("p1", 300))
+    first = command("Patient/p1", "Organization/o1")
+    async with roles(settings, "planner", "applier", "aggregator"):
+        await send_command(settings, first)
+        job = await wait_job(db, first.command_id)
+    assert (job["resources_updated"], job["resources_changed"]) == (301, 301)
+    before = await versions(db)
+    assert set(before.values()) == {"2"}
+
+    # Applier and aggregator both re-consume everything they had committed, as after a crash.
+    await rewind_group(settings, "applier", settings.topics.updates)
+    await rewind_group(settings, "aggregator", settings.topics.results)
+    results_before = len(await read_topic(settings.kafka_bootstrap_servers, settings.topics.results))
+    async with roles(settings, "applier", "aggregator"):
+        await caught_up(settings, "applier", settings.topics.updates)
+        await caught_up(settings, "aggregator", settings.topics.results)
+    job = await wait_job(db, first.command_id)
+    assert (job["resources_updated"], job["resources_changed"]) == (301, 301)
+    assert await versions(db) == before
+    replayed = [decode("results", r.value) for r in await read_topic(settings.kafka_bootstrap_servers,
+                                                                    settings.topics.results)]
+    assert len(replayed) > results_before, "the batches were not redelivered"
+
+
+async def test_same_command_id_twice_is_one_job_and_one_effect(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    await seed(*patient_with_members("p1", 50))
+    twice = command("Patient/p1", "Organization/o1")
+    async with roles(settings, "planner", "applier", "aggregator"):
+        await send_command(settings, twice, times=2)
+        job = await wait_job(db, twice.command_id)
+        await asyncio.sleep(1.5)  # the duplicate has been consumed by now
+        job = await wait_job(db, twice.command_id)
+    assert (job["resources_updated"], job["resources_changed"]) == (51, 51)
+    assert await db.jobs.count_documents({}) == 1
+    assert set((await versions(db)).values()) == {"2"}
+
+
+async def test_member_deleted_between_planning_and_applying_is_not_counted(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    await seed(*patient_with_members("p1", 20))
+    cmd = command("Patient/p1", "Organization/o1")
+    async with roles(settings, "planner"):
+        await send_command(settings, cmd)
+        await wait_job(db, cmd.command_id, ("applying", "planning"), where={"planned": True})
+    gone = await db.resources.find_one({"_id": "Observation/p1-obs-000007"})
+    assert gone is not None
+    await db.resources.replace_one({"_id": gone["_id"]}, tombstone(gone, now()))
+    async with roles(settings, "applier", "aggregator"):
+        job = await wait_job(db, cmd.command_id)
+    assert (job["resources_updated"], job["resources_changed"]) == (20, 20)
+    assert (await db.resources.find_one({"_id": gone["_id"]}) or {}).get("deleted") is True
+
+
+async def test_two_commands_in_quick_succession_apply_in_order(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    await seed(*patient_with_members("p1", 200))
+    first, second = command("Patient/p1", "Organization/a"), command("Patient/p1", "Organization/b")
+    async with roles(settings, "planner", "applier", "aggregator"):
+        await send_command(settings, first)
+        await send_command(settings, second)
+        await wait_job(db, first.command_id)
+        job = await wait_job(db, second.command_id)
+    assert job["resources_updated"] == 201
+    accounts = await member_accounts(db, "")
+    assert set(map(tuple, accounts.values())) == {("Organization/b",)}, "not the state of applying a then b"
+
+
+async def test_shared_member_keeps_an_account_another_patient_still_holds(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    await seed({"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"},
+               {"resourceType": "Observation", "id": "shared", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/p1"}, "performer": [{"reference": "Patient/p2"}]},
+               {"resourceType": "Observation", "id": "own2", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/p2"}})
+    steps = [command("Patient/p1", "Organization/a"), command("Patient/p2", "Organization/a", "Organization/b"),
+             command("Patient/p2")]
+    async with roles(settings, "planner", "applier", "aggregator"):
+        for step in steps:
+            await send_command(settings, step)
+            await wait_job(db, step.command_id)
+    accounts = await member_accounts(db, "Observation/")
+    assert accounts["Observation/shared"] == ["Organization/a"]  # p1 still holds a; b is gone
+    assert accounts["Observation/own2"] == []
+    shared = await db.resources.find_one({"_id": "Observation/shared"})
+    assert shared is not None
+    assert [c["reference"] for c in shared["resource"]["meta"]["compartment"]] == [
+        "Patient/p1", "Patient/p2", "Organization/a"]
