@@ -78,5 +78,12 @@ class Settings(BaseSettings):
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables that rebuild them (for child processes)."""
+        env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "MONGODB_URI": self.mongodb_uri}
+        for name, value in self.model_dump(exclude={"kafka_bootstrap_servers", "mongodb_uri"}).items():
+            env[f"SETACCOUNTS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     def group(self, role: str) -> str:
         return f"{self.group_prefix}.{role}"

@@ -6,7 +6,6 @@ Every refusal is a FhirError whose diagnostics name the exact problem, raised be
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from fastapi import Request
@@ -15,14 +14,16 @@ from setaccounts.fhir.outcomes import FhirError, invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 from setaccounts.settings import Settings
 from setaccounts.store.meta import Resource
+from setaccounts.store.resources import version_of_etag
 
 FHIR_BASE_PATH = "/fhir/R4"
-JSON_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir", "text/json"})
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+JSON_MEDIA_TYPES = frozenset(
+    {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
+)
 
 
 def fhir_base(request: Request, settings: Settings) -> str:
-    """Absolute FHIR base (`https://host/fhir/R4`): the configured public URL, else where the request came in."""
+    """Absolute FHIR base (`https://host/fhir/R4`): the configured public URL, else the request's."""
     root = settings.base_url.rstrip("/") or str(request.base_url).rstrip("/")
     return root + FHIR_BASE_PATH
 
@@ -90,7 +91,8 @@ def check_resource(value: Any, resource_type: str, resource_id: str | None = Non
     check_type(declared)
     if declared != resource_type:
         raise invalid(
-            f"resourceType {declared!r} does not match the URL, which names {resource_type!r}", ["resourceType"]
+            f"resourceType {declared!r} does not match the URL, which names {resource_type!r}",
+            ["resourceType"],
         )
     _check_meta(value.get("meta"))
     if resource_id is None:
@@ -101,7 +103,9 @@ def check_resource(value: Any, resource_type: str, resource_id: str | None = Non
     if not isinstance(body_id, str) or not is_valid_id(body_id):
         raise invalid(f"invalid id {body_id!r} in the body", [f"{resource_type}.id"])
     if body_id != resource_id:
-        raise invalid(f"the body id {body_id!r} does not match the URL id {resource_id!r}", [f"{resource_type}.id"])
+        raise invalid(
+            f"the body id {body_id!r} does not match the URL id {resource_id!r}", [f"{resource_type}.id"]
+        )
     return value
 
 
@@ -112,8 +116,8 @@ def _check_meta(meta: Any) -> None:
         raise invalid(f"meta must be an object, got {_json_kind(meta)}", ["meta"])
     accounts = meta.get("accounts")
     if accounts is not None and not (
-        isinstance(accounts, list) and all(isinstance(a, dict) and isinstance(a.get("reference"), str)
-                                           for a in accounts)
+        isinstance(accounts, list)
+        and all(isinstance(a, dict) and isinstance(a.get("reference"), str) for a in accounts)
     ):
         raise invalid("meta.accounts must be a list of References with a reference string", ["meta.accounts"])
 
@@ -122,10 +126,10 @@ def parse_if_match(value: str | None) -> int | None:
     """The version of an `If-Match` header (`W/"3"`, `"3"` or `3`); None when absent."""
     if value is None:
         return None
-    match = _IF_MATCH.match(value)
-    if match is None:
+    version = version_of_etag(value)
+    if version is None:
         raise invalid(f'malformed If-Match {value!r}: expected W/"<versionId>"')
-    return int(match.group(1))
+    return version
 
 
 def preferences(request: Request) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from setaccounts.fhir.outcomes import invalid
@@ -64,6 +64,6 @@ def output(updated: int, changed: int) -> dict[str, Any]:
 
 
 def operation_definition() -> dict[str, Any]:
-    text = resources.files("setaccounts_api").joinpath("definitions/set-accounts.json").read_text()
+    text = (Path(__file__).parent / "definitions" / "set-accounts.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded

@@ -206,7 +206,7 @@ def render_schema(event: type[BaseModel]) -> str:
 
 
 def render_asyncapi() -> str:
-    import yaml  # a dev dependency: only `make contracts` and the snapshot test export
+    import yaml  # type: ignore[import-untyped]  # dev dependency: only `make contracts` and the tests export
 
     return str(yaml.safe_dump(asyncapi(), sort_keys=True, allow_unicode=True, width=110,
                               default_flow_style=False))

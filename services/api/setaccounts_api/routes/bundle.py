@@ -1,5 +1,25 @@
-"""Placeholder router, filled in by its own change."""
+"""`POST /` with a transaction (all or nothing) or batch (each entry alone) Bundle."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+
+from setaccounts.store.bundles import parse_bundle, run_batch, run_transaction
+from setaccounts.store.resources import ResourceStore
+from setaccounts_api.deps import DbDep, SettingsDep
+from setaccounts_api.fhir_body import check_resource, fhir_base, preferences, read_json
+from setaccounts_api.responses import FhirResponse, fhir
+
+router = APIRouter(tags=["bundle"])
+
+
+@router.post("", response_class=FhirResponse)
+@router.post("/", response_class=FhirResponse, include_in_schema=False)
+async def process_bundle(request: Request, db: DbDep, settings: SettingsDep) -> FhirResponse:
+    """Entries answer status, location, etag and lastModified; resources on `return=representation`."""
+    parsed = parse_bundle(await read_json(request), check_resource)
+    store, base = ResourceStore(db), fhir_base(request, settings)
+    with_resources = preferences(request).get("return") == "representation"
+    if parsed.kind == "transaction":
+        return fhir(await run_transaction(store, parsed, base, with_resources=with_resources))
+    return fhir(await run_batch(store, parsed, base, with_resources=with_resources))

@@ -1,5 +1,76 @@
-"""Placeholder router, filled in by its own change."""
+"""`GET /metadata`: the CapabilityStatement, built from the same type list and features the routes serve."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from setaccounts.fhir.references import RESOURCE_TYPES
+from setaccounts_api.deps import SettingsDep
+from setaccounts_api.fhir_body import fhir_base
+from setaccounts_api.responses import FhirResponse, fhir
+
+router = APIRouter(tags=["metadata"])
+SOFTWARE = {"name": "fhir-set-accounts", "version": "0.1.0"}
+STARTED = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+TYPE_INTERACTIONS = ("read", "create", "update", "delete", "search-type")
+SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system")
+SEARCH_PARAMS: tuple[dict[str, str], ...] = (
+    {
+        "name": "_id",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+        "type": "token",
+        "documentation": "Logical id; comma-separated values match any.",
+    },
+    {
+        "name": "_compartment",
+        "type": "reference",
+        "documentation": "A compartment (Patient/123) or account the resource's meta.compartment lists.",
+    },
+)
+TYPE_PARAM = {"name": "_type", "type": "token", "documentation": "Resource types to search (system search)."}
+
+
+def operations(base: str) -> list[dict[str, str]]:
+    return [{"name": "set-accounts", "definition": f"{base}/OperationDefinition/set-accounts"}]
+
+
+def capability_statement(base: str) -> dict[str, Any]:
+    """R4 CapabilityStatement of this server; the operation is advertised at rest level and per type."""
+    resource_entry = {
+        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": False,
+        "updateCreate": True,
+        "conditionalCreate": False,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": list(SEARCH_PARAMS),
+        "operation": operations(base),
+    }
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": STARTED,
+        "kind": "instance",
+        "software": SOFTWARE,
+        "implementation": {"description": "FHIR R4 store with an event-driven $set-accounts", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [{"type": t, **resource_entry} for t in sorted(RESOURCE_TYPES)],
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "searchParam": [*SEARCH_PARAMS, TYPE_PARAM],
+                "operation": operations(base),
+            }
+        ],
+    }
+
+
+@router.get("/metadata", response_class=FhirResponse)
+async def metadata(request: Request, settings: SettingsDep) -> FhirResponse:
+    return fhir(capability_statement(fhir_base(request, settings)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from setaccounts.events import (
@@ -105,7 +105,7 @@ class History:
             command, position = known
             record = CommandRecord(
                 command_id=command_id, target=command.target, accounts_after=list(command.accounts),
-                propagate=command.propagate, requested_at=command.requested_at,
+                propagate=command.propagate, requested_at=_utc(command.requested_at),
                 requested_by=command.requested_by, redrive_of=command.redrive_of, position=position,
                 copies=self.copies[command_id],
             )
@@ -113,12 +113,17 @@ class History:
             p = state.planned
             record = CommandRecord(
                 command_id=command_id, target=p.target, accounts_after=list(p.accounts_after),
-                propagate=p.propagate, requested_at=p.requested_at, requested_by=p.requested_by,
+                propagate=p.propagate, requested_at=_utc(p.requested_at), requested_by=p.requested_by,
                 redrive_of=p.redrive_of, position=None,
             )
         else:
             return None  # results of a command the log cannot describe
         return _with_results(record, state)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Another service may send a time without an offset: read it as UTC so times stay comparable."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _content(command: SetAccountsCommand) -> tuple[str, tuple[str, ...], bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import IO, Any
@@ -16,7 +17,8 @@ from setaccounts.events import CommandFinished, SetAccountsCommand
 from setaccounts_propagator.audit.history import CommandRecord
 from setaccounts_propagator.audit.verify import Report
 
-WIDE = 200  # when not on a terminal, do not wrap the table at 80 columns
+WIDE = 240  # piped without COLUMNS: do not wrap the table at rich's default 80 columns
+TABLE_MIN_WIDTH = 170  # narrower consoles get the log as short blocks instead of a table
 
 
 class Format(StrEnum):
@@ -50,8 +52,10 @@ def as_row(record: CommandRecord) -> dict[str, Any]:
 
 
 def console(out: IO[str] | None = None) -> Console:
-    made = Console(file=out, highlight=False, soft_wrap=False)
-    return made if made.is_terminal else Console(file=out, highlight=False, width=WIDE)
+    made = Console(file=out, highlight=False)
+    if made.is_terminal or os.environ.get("COLUMNS"):
+        return made
+    return Console(file=out, highlight=False, width=WIDE)
 
 
 def _accounts(values: list[str] | None) -> str:
@@ -60,10 +64,12 @@ def _accounts(values: list[str] | None) -> str:
 
 def _outcome(record: CommandRecord) -> str:
     if record.status == "error":
-        return f"[red]error[/]: {escape(record.diagnostics or '')}"
-    if record.status == "cancelled":
-        return f"[yellow]cancelled[/] by {escape(record.cancel_requested_by or 'unknown')}"
-    return "[green]completed[/]" if record.status == "completed" else "[dim]pending[/]"
+        text = f"[red]error[/]: {escape(record.diagnostics or '')}"
+    elif record.status == "cancelled":
+        text = f"[yellow]cancelled[/] by {escape(record.cancel_requested_by or 'unknown')}"
+    else:
+        text = "[green]completed[/]" if record.status == "completed" else "[dim]pending[/]"
+    return text + (f"\nre-drive of {record.redrive_of}" if record.redrive_of else "")
 
 
 def _count(value: int | None) -> str:
@@ -82,20 +88,33 @@ def print_log(records: Sequence[CommandRecord], fmt: Format, out: IO[str], undec
             row = as_row(record)
             writer.writerow({k: " ".join(v) if isinstance(v, list) else v for k, v in row.items()})
         return
+    shown = console(out)
+    if shown.width >= TABLE_MIN_WIDTH:
+        shown.print(_log_table(records))
+    else:  # a narrow terminal: one short block per command reads better than a crushed table
+        shown.print(f"set-accounts commands ({len(records)})")
+        for r in records:
+            shown.print(f"{r.requested_at:%Y-%m-%d %H:%M:%S} {r.target} {_outcome(r)} "
+                        f"updated={_count(r.resources_updated)} changed={_count(r.resources_changed)}")
+            shown.print(escape(f"    by {r.requested_by or '-'}; {_accounts(r.accounts_before)} → "
+                               f"{_accounts(r.accounts_after)}; propagate {'yes' if r.propagate else 'no'}; "
+                               f"members {_count(r.expected)}; command {r.command_id}"))
+    if undecodable:
+        shown.print(f"[yellow]{undecodable} record(s) could not be decoded[/] "
+                    "(the consumers dead-lettered them: they never ran)")
+
+
+def _log_table(records: Sequence[CommandRecord]) -> Table:
     table = Table(title=f"set-accounts commands ({len(records)})", title_justify="left")
-    for name in ("when (UTC)", "by", "target", "accounts before → after", "prop", "members",
-                 "updated", "changed", "outcome", "re-drive of", "command"):
+    for name in ("when (UTC)", "by", "target", "accounts before → after", "prop", "members", "updated",
+                 "changed", "outcome (re-drive of)", "command"):
         table.add_column(name, overflow="fold")
     for r in records:
         table.add_row(r.requested_at.strftime("%Y-%m-%d %H:%M:%S"), escape(r.requested_by or "-"), r.target,
                       escape(f"{_accounts(r.accounts_before)} → {_accounts(r.accounts_after)}"),
                       "yes" if r.propagate else "no", _count(r.expected), _count(r.resources_updated),
-                      _count(r.resources_changed), _outcome(r), r.redrive_of or "", r.command_id)
-    shown = console(out)
-    shown.print(table)
-    if undecodable:
-        shown.print(f"[yellow]{undecodable} record(s) could not be decoded[/] "
-                    "(the consumers dead-lettered them: they never ran)")
+                      _count(r.resources_changed), _outcome(r), r.command_id)
+    return table
 
 
 def print_report(report: Report, out: IO[str]) -> None:
@@ -108,8 +127,9 @@ def print_report(report: Report, out: IO[str]) -> None:
         shown.print("[green]no drift[/]: the store matches the command log")
         return
     table = Table(title=f"drift ({report.drift_count})", title_justify="left")
-    for name in ("kind", "resource", "expected", "found", "command", "note"):
-        table.add_column(name, overflow="fold")
+    for name, min_width in (("kind", 15), ("resource", 16), ("expected", 16), ("found", 16), ("command", 12),
+                            ("note", 16)):
+        table.add_column(name, min_width=min_width, overflow="fold")
     for d in report.drifts:
         table.add_row(d.kind, d.ref, escape(_accounts(d.expected)), escape(_accounts(d.found)),
                       d.command_id or "", escape(d.note))

@@ -13,8 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -23,7 +24,7 @@ from setaccounts.events import CommandFinished, EventError, SetAccountsCommand, 
 from setaccounts.settings import Settings
 from setaccounts_propagator.audit.history import History
 
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = Any  # an aiokafka ConsumerRecord[bytes, bytes]; aiokafka ships no type information
 WaitForFinish = Callable[[str, float], Awaitable[CommandFinished]]
 PROGRESS_THRESHOLD = 20_000  # records: below this a read is quick and a bar would only flicker
 STALL_SECONDS = 60.0
@@ -146,7 +147,7 @@ async def load_history(settings: Settings, *, progress: bool | None = None) -> L
 def _header(record: Record, name: str) -> str | None:
     for key, value in record.headers or ():
         if key == name:
-            return value.decode(errors="replace")
+            return bytes(value).decode(errors="replace")
     return None
 
 

@@ -1,0 +1,74 @@
+"""Bad events never stop a consumer: invalid records are dead-lettered with the reason, commands with a
+usable id but bad content get a failed result, and good events behind them still go through."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from setaccounts.events import CommandFailed, CommandFinished, SetAccountsCommand, decode
+from setaccounts.kafka import read_topic
+from setaccounts.settings import Settings
+from tests.conftest import Seed, patient_with_members
+from tests.integration.pipeline.conftest import roles, send_command, send_raw, wait_job
+
+pytestmark = pytest.mark.integration
+
+
+async def test_malformed_records_on_every_topic_are_dead_lettered_and_the_loop_goes_on(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    await seed(*patient_with_members("p1", 10))
+    topics = settings.topics
+    async with roles(settings, "planner", "applier", "aggregator"):
+        await send_raw(settings, topics.commands, b"{not json")
+        await send_raw(settings, topics.commands, json.dumps({"type": "SetAccounts", "target": "Patient/p1"}).encode())
+        await send_raw(settings, topics.updates, json.dumps({"type": "MemberUpdate", "member": 7}).encode())
+        await send_raw(settings, topics.results, b"\x00\x01binary")
+        good = SetAccountsCommand(command_id=str(uuid.uuid4()), target="Patient/p1",
+                                  accounts=["Organization/o1"], propagate=True)
+        await send_command(settings, good)
+        job = await wait_job(db, good.command_id)
+    assert job["resources_updated"] == 11
+    parked = await read_topic(settings.kafka_bootstrap_servers, topics.deadletter)
+    assert len(parked) == 4
+    for record in parked:
+        headers = {k: v.decode() for k, v in record.headers}
+        assert headers["dlq.topic"] in (topics.commands, topics.updates, topics.results)
+        assert headers["dlq.reason"]
+        assert int(headers["dlq.offset"]) >= 0 and int(headers["dlq.partition"]) >= 0
+        assert headers["dlq.consumer"] in ("planner", "applier", "aggregator")
+    reasons = " ".join(dict(r.headers)["dlq.reason"].decode() for r in parked)
+    assert "command_id" in reasons and "member" in reasons
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "diagnostics"),
+    [
+        ({"schema_version": 2, "type": "SetAccounts", "target": "Patient/p1"}, 400, "schema_version"),
+        ({"schema_version": 1, "type": "SetAccounts", "target": "Patient/p1", "accounts": ["nope"]}, 400,
+         "accounts"),
+        ({"schema_version": 1, "type": "SetAccounts", "target": "Patient/ghost"}, 404, "does not exist"),
+    ],
+)
+async def test_commands_with_a_usable_id_get_a_failed_result_and_an_errored_job(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed, payload: dict[str, Any], status: int,
+    diagnostics: str,
+) -> None:
+    await seed(*patient_with_members("p1", 2))
+    command_id = str(uuid.uuid4())
+    async with roles(settings, "planner", "aggregator"):
+        await send_raw(settings, settings.topics.commands, json.dumps({**payload, "command_id": command_id}).encode())
+        job = await wait_job(db, command_id, ("error",))
+    assert job["http_status"] == status
+    assert diagnostics in job["outcome"]["issue"][0]["diagnostics"]
+    results = [decode("results", r.value) for r in await read_topic(settings.kafka_bootstrap_servers,
+                                                                   settings.topics.results)]
+    assert [type(e) for e in results] == [CommandFailed, CommandFinished]
+    assert results[1].status == "error" and results[1].outcome == job["outcome"]
+    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
+    assert await db.resources.count_documents({"marks.c": command_id}) == 0
