@@ -53,6 +53,14 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _die_with_parent() -> None:
+    """Linux: the engine is killed if the process that started it dies, even by SIGKILL (no orphans)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 class EmbeddedProcess:
     """One engine subprocess with its log file; `stop()` terminates it and waits, killing if it must."""
 
@@ -62,7 +70,7 @@ class EmbeddedProcess:
         self._log: IO[bytes] = log_path.open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - argv is built here, not from input
             argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
 
     def alive(self) -> bool:

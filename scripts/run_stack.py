@@ -1,0 +1,102 @@
+"""`make run`: engines (from the environment, Docker, or embedded), topics, the propagator and the API on
+http://127.0.0.1:8000, all stopped cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from setaccounts.engines import EngineError, engines
+from setaccounts.kafka import create_topics
+from setaccounts.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST, PORT = os.environ.get("SETACCOUNTS_HOST", "127.0.0.1"), int(os.environ.get("SETACCOUNTS_PORT", "8000"))
+
+
+def say(message: str) -> None:
+    print(f"[run] {message}", flush=True)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    say(f"starting {name}: {' '.join(argv[1:])}")
+    # Own session: a terminal's Ctrl-C reaches only this script, which then stops the services in order.
+    return subprocess.Popen(argv, env=env, cwd=ROOT, start_new_session=True)
+
+
+def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise SystemExit("[run] a service exited during start-up; see its log above")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL built here
+                if response.status == 200:
+                    return
+        time.sleep(0.3)
+    raise SystemExit(f"[run] {url} did not become ready within {timeout:.0f}s")
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    if not port_free(HOST, PORT):
+        raise SystemExit(f"[run] port {PORT} on {HOST} is in use; stop what uses it or set SETACCOUNTS_PORT")
+    started = time.monotonic()
+    workdir = ROOT / ".run"
+    workdir.mkdir(exist_ok=True)
+    try:
+        stack = engines(workdir)
+        found = stack.__enter__()
+    except EngineError as exc:
+        raise SystemExit(f"[run] {exc}") from exc
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        say(f"engines ({found.kind}): kafka {found.kafka_bootstrap_servers}, mongodb {found.mongodb_uri}")
+        env = {**os.environ, **found.as_env()}
+        os.environ.update(found.as_env())
+        settings = Settings()
+        created = asyncio.run(create_topics(settings))
+        say(f"topics ready ({', '.join(created) or 'already there'})")
+        procs.append(start("propagator", [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"],
+                           env))
+        procs.append(start("api", [sys.executable, "-m", "uvicorn", "--factory", "setaccounts_api.app:create_app",
+                                   "--host", HOST, "--port", str(PORT), "--log-level", "warning"], env))
+        wait_ready(f"http://{HOST}:{PORT}/readyz", procs)
+        say(f"ready in {time.monotonic() - started:.1f}s: API on http://{HOST}:{PORT}/fhir/R4 "
+            f"(docs http://{HOST}:{PORT}/docs). Ctrl-C stops everything.")
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+            say("a service exited; stopping the rest")
+    finally:
+        say("stopping")
+        stop_all(procs)
+        stack.__exit__(None, None, None)
+        say("stopped")
+
+
+if __name__ == "__main__":
+    main()
