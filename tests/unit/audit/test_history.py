@@ -1,0 +1,188 @@
+"""Folding the commands and results topics into one record per command, and the rules built on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from setaccounts.events import (
+    BatchApplied,
+    CancelRequested,
+    CommandFailed,
+    CommandFinished,
+    CommandPlanned,
+    Outcome,
+    PartitionDone,
+    SetAccountsCommand,
+)
+from setaccounts.store.meta import prepare_write
+from setaccounts_propagator.audit.history import History, by_target, fold, since
+from setaccounts_propagator.audit.redrive import RedriveRefused, choose, redrive_command
+from setaccounts_propagator.audit.verify import check_resource, expectations
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def command(cid: str, target: str = "Patient/p1", *accounts: str, minutes: int = 0, propagate: bool = True,
+            redrive_of: str | None = None) -> SetAccountsCommand:
+    return SetAccountsCommand(command_id=cid, target=target, accounts=list(accounts), propagate=propagate,
+                              requested_at=T0 + timedelta(minutes=minutes), requested_by="tester",
+                              redrive_of=redrive_of)
+
+
+def planned(c: SetAccountsCommand, before: list[str], expected: int, seq: int = 1) -> CommandPlanned:
+    return CommandPlanned(command_id=c.command_id, target=c.target, target_seq=seq, accounts_before=before,
+                          accounts_after=list(c.accounts), propagate=c.propagate, target_changed=True,
+                          expected=expected, partitions=[0, 1], requested_at=c.requested_at,
+                          requested_by=c.requested_by, redrive_of=c.redrive_of)
+
+
+def finished(cid: str, status: str = "completed", updated: int = 0, changed: int = 0,
+             outcome: dict[str, Any] | None = None) -> CommandFinished:
+    return CommandFinished(command_id=cid, status=status, resources_updated=updated,
+                           resources_changed=changed, outcome=outcome)
+
+
+NOT_FOUND = {"resourceType": "OperationOutcome", "issue": [
+    {"severity": "error", "code": "not-found", "diagnostics": "target Patient/x does not exist"}]}
+
+
+def test_a_completed_command_carries_plan_and_final_counts() -> None:
+    c = command("c1", "Patient/p1", "Organization/o1")
+    results = [planned(c, ["Organization/o0"], 5),
+               BatchApplied(command_id="c1", partition=0, entries=[("Observation/a", Outcome.CHANGED)]),
+               PartitionDone(command_id="c1", partition=0), finished("c1", updated=6, changed=4)]
+    [record] = fold([(c, (0, 7))], results)
+    assert (record.status, record.resources_updated, record.resources_changed) == ("completed", 6, 4)
+    assert record.accounts_before == ["Organization/o0"]
+    assert record.accounts_after == ["Organization/o1"]
+    assert (record.expected, record.position, record.requested_by) == (5, (0, 7), "tester")
+
+
+def test_a_command_without_an_answer_is_pending() -> None:
+    c = command("c1", "Patient/p1", "Organization/o1")
+    [record] = fold([(c, (0, 0))], [planned(c, [], 3)])
+    assert record.status == "pending"
+    assert record.resources_updated is None
+    assert record.expected == 3
+
+
+def test_a_failed_command_shows_the_diagnostics() -> None:
+    c = command("c1", "Patient/x", "Organization/o1")
+    [record] = fold([(c, (1, 0))], [CommandFailed(command_id="c1", target="Patient/x", outcome=NOT_FOUND),
+                                    finished("c1", "error", outcome=NOT_FOUND)])
+    assert record.status == "error"
+    assert record.diagnostics == "target Patient/x does not exist"
+    assert record.accounts_before is None  # never planned
+
+
+def test_a_cancelled_command_records_who_cancelled() -> None:
+    c = command("c1", "Patient/big", "Organization/o1")
+    [record] = fold([(c, (0, 0))], [CancelRequested(command_id="c1", requested_at=T0, requested_by="ops"),
+                                    finished("c1", "cancelled", updated=120, changed=120)])
+    assert (record.status, record.cancel_requested_by, record.resources_updated) == ("cancelled", "ops", 120)
+
+
+def test_results_before_commands_fold_the_same() -> None:
+    c = command("c1", "Patient/p1", "Organization/o1")
+    history = History()
+    history.add_result(finished("c1", updated=1, changed=1))
+    history.add_command(c, (0, 0))
+    assert history.records() == fold([(c, (0, 0))], [finished("c1", updated=1, changed=1)])
+
+
+def test_a_republished_command_is_one_record_and_a_conflicting_reuse_is_set_aside() -> None:
+    c = command("c1", "Patient/p1", "Organization/o1")
+    other = command("c1", "Patient/p1", "Organization/evil")
+    history = History()
+    for position, event in enumerate([c, c, other]):
+        history.add_command(event, (0, position))
+    [record] = history.records()
+    assert record.copies == 2
+    assert record.accounts_after == ["Organization/o1"]
+    assert history.conflicting == [("c1", (0, 2))]
+
+
+def test_a_republished_answer_does_not_duplicate_the_record() -> None:
+    c = command("c1", "Patient/p1")
+    records = fold([(c, (0, 0))], [finished("c1", updated=3), finished("c1", updated=3)])
+    assert [(r.command_id, r.resources_updated) for r in records] == [("c1", 3)]
+
+
+def test_a_command_known_only_from_its_plan_is_still_listed() -> None:
+    c = command("c1", "Patient/p1", "Organization/o1")
+    [record] = fold([], [planned(c, [], 2), finished("c1", updated=3, changed=3)])
+    assert (record.target, record.position, record.status) == ("Patient/p1", None, "completed")
+
+
+def test_results_without_any_description_of_the_command_are_left_out() -> None:
+    assert fold([], [finished("ghost", updated=1)]) == []
+
+
+def test_records_are_in_event_time_order_and_since_filters_on_it() -> None:
+    late = command("late", "Patient/p1", minutes=10)
+    early = command("early", "Patient/p2", minutes=1)
+    records = fold([(late, (0, 0)), (early, (1, 0))], [])
+    assert [r.command_id for r in records] == ["early", "late"]
+    assert [r.command_id for r in since(records, T0 + timedelta(minutes=5))] == ["late"]
+
+
+def test_by_target_uses_log_order_not_event_time() -> None:
+    first = command("first", "Patient/p1", minutes=5)  # clock skew: requested_at later, but published first
+    second = command("second", "Patient/p1", minutes=1)
+    grouped = by_target(fold([(first, (2, 10)), (second, (2, 11))], []))
+    assert [r.command_id for r in grouped["Patient/p1"]] == ["first", "second"]
+
+
+def test_redrive_chooses_only_the_last_command_of_a_target_unless_forced() -> None:
+    old = command("old", "Patient/p1", "Organization/o1")
+    new = command("new", "Patient/p1", "Organization/o2")
+    records = fold([(old, (0, 0)), (new, (0, 1))], [finished("old"), finished("new")])
+    assert choose(records, "new").command_id == "new"
+    with pytest.raises(RedriveRefused, match="not the last command for Patient/p1"):
+        choose(records, "old")
+    assert choose(records, "old", force=True).command_id == "old"
+    with pytest.raises(RedriveRefused, match="is not in the commands or results topic"):
+        choose(records, "nope")
+    again = redrive_command(choose(records, "new"), "ops")
+    assert (again.redrive_of, again.target, again.accounts, again.requested_by) == (
+        "new", "Patient/p1", ["Organization/o2"], "ops")
+    assert again.command_id != "new"
+
+
+def test_expectations_follow_the_last_completed_command_and_tolerate_a_later_cancel() -> None:
+    c1 = command("c1", "Patient/p1", "Organization/o1")
+    c2 = command("c2", "Patient/p1", "Organization/o2")
+    c3 = command("c3", "Patient/p1", "Organization/o3")
+    records = fold([(c1, (0, 0)), (c2, (0, 1)), (c3, (0, 2))],
+                   [finished("c1"), finished("c2", "error", outcome=NOT_FOUND), finished("c3", "cancelled")])
+    expect = expectations(records)
+    assert expect.targets["Patient/p1"].allowed == (("Organization/o1",), ("Organization/o3",))
+    assert "Patient/p1" not in expect.members  # the last command was cancelled: members are partial
+
+
+def stored(resource: dict[str, Any]) -> dict[str, Any]:
+    return prepare_write(resource, None, T0).document
+
+
+def test_check_resource_reports_member_and_compartment_drift_with_the_ref() -> None:
+    c = command("c1", "Patient/p1", "Organization/o1")
+    expect = expectations(fold([(c, (0, 0))], [finished("c1")]))
+    good = stored({"resourceType": "Observation", "id": "o", "status": "final", "code": {},
+                   "subject": {"reference": "Patient/p1"},
+                   "meta": {"accounts": [{"reference": "Organization/o1"}]}})
+    assert check_resource(good, expect) == []
+    bad = stored({**good["resource"]})
+    bad["resource"]["meta"]["accounts"] = []  # edited behind the write rule's back
+    kinds = {(d.kind, d.ref) for d in check_resource(bad, expect)}
+    assert ("member-accounts", "Observation/o") in kinds
+    assert ("compartment", "Observation/o") in kinds
+
+
+def test_a_time_without_offset_is_read_as_utc() -> None:
+    naive = SetAccountsCommand(command_id="naive", target="Patient/p1", requested_at=datetime(2025, 3, 1, 11))
+    records = fold([(command("aware", "Patient/p2"), (0, 0)), (naive, (1, 0))], [])
+    assert [r.command_id for r in records] == ["naive", "aware"]
+    assert records[0].requested_at.tzinfo is UTC

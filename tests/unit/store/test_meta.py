@@ -1,0 +1,152 @@
+"""The one write rule: computed meta, versions only on content changes, accounts kept, tombstones."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from setaccounts.store.meta import accounts_of, content_of, prepare_write, tombstone, with_accounts
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=5)
+
+
+def observation(**extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "subject": {"reference": "Patient/1"},
+        "performer": [{"reference": "Patient/2"}],
+        **extra,
+    }
+
+
+def test_first_write_makes_version_one_with_computed_meta() -> None:
+    write = prepare_write(observation(), None, T0)
+
+    assert write.changed
+    doc = write.document
+    assert doc["_id"] == "Observation/o1"
+    assert doc["type"] == "Observation"
+    assert doc["version"] == 1
+    assert doc["deleted"] is False
+    assert doc["members_of"] == ["Patient/1", "Patient/2"]
+    assert doc["compartments"] == ["Patient/1", "Patient/2"]
+    assert doc["resource"]["meta"] == {
+        "versionId": "1",
+        "lastUpdated": "2024-05-01T12:00:00.123Z",
+        "compartment": [{"reference": "Patient/1"}, {"reference": "Patient/2"}],
+    }
+
+
+def test_client_sent_server_meta_is_ignored() -> None:
+    forged = observation(
+        meta={
+            "versionId": "42",
+            "lastUpdated": "1999-01-01T00:00:00Z",
+            "compartment": [{"reference": "Patient/x"}],
+        }
+    )
+
+    doc = prepare_write(forged, None, T0).document
+
+    assert doc["resource"]["meta"]["versionId"] == "1"
+    assert doc["resource"]["meta"]["lastUpdated"].startswith("2024-05-01")
+    assert {"reference": "Patient/x"} not in doc["resource"]["meta"]["compartment"]
+    assert "Patient/x" not in doc["compartments"]
+
+
+def test_accounts_are_kept_deduplicated_and_join_the_compartments() -> None:
+    resource = observation(
+        meta={
+            "accounts": [
+                {"reference": "Account/a"},
+                {"reference": "Account/a"},
+                {"reference": "Account/b"},
+                {"display": "junk"},
+            ]
+        }
+    )
+
+    doc = prepare_write(resource, None, T0).document
+
+    assert doc["resource"]["meta"]["accounts"] == [{"reference": "Account/a"}, {"reference": "Account/b"}]
+    assert doc["compartments"] == ["Patient/1", "Patient/2", "Account/a", "Account/b"]
+    assert doc["members_of"] == ["Patient/1", "Patient/2"]
+
+
+def test_same_content_makes_no_version() -> None:
+    first = prepare_write(observation(), None, T0).document
+
+    again = prepare_write(observation(), first, T1)
+    served_back = prepare_write(first["resource"], first, T1)
+
+    assert not again.changed
+    assert again.document is first
+    assert not served_back.changed
+
+
+def test_changed_content_makes_the_next_version_and_keeps_marks() -> None:
+    first = {**prepare_write(observation(), None, T0).document, "marks": ["cmd-1"]}
+
+    write = prepare_write(observation(status="amended"), first, T1)
+
+    assert write.changed
+    assert write.document["version"] == 2
+    assert write.document["resource"]["meta"]["versionId"] == "2"
+    assert write.document["resource"]["meta"]["lastUpdated"] == "2024-05-01T12:05:00.123Z"
+    assert write.document["marks"] == ["cmd-1"]
+
+
+def test_tombstone_then_rewrite_continues_the_version_line() -> None:
+    first = prepare_write(observation(), None, T0).document
+
+    dead = tombstone(first, T1)
+    revived = prepare_write(observation(), dead, T1)
+
+    assert dead["deleted"] is True
+    assert dead["version"] == 2
+    assert dead["resource"] is None
+    assert dead["compartments"] == [] and dead["members_of"] == []
+    assert revived.changed
+    assert revived.document["version"] == 3
+    assert revived.document["deleted"] is False
+
+
+def test_with_accounts_replaces_and_clears() -> None:
+    first = prepare_write(observation(meta={"accounts": [{"reference": "Account/a"}]}), None, T0).document
+
+    replaced = with_accounts(first, ["Account/b"], T1).document
+    cleared = with_accounts(replaced, [], T1).document
+
+    assert replaced["resource"]["meta"]["accounts"] == [{"reference": "Account/b"}]
+    assert "Account/a" not in replaced["compartments"]
+    assert "accounts" not in cleared["resource"]["meta"]
+    assert cleared["compartments"] == ["Patient/1", "Patient/2"]
+    assert not with_accounts(cleared, [], T1).changed
+
+
+def test_accounts_of_and_content_of() -> None:
+    resource = {
+        "resourceType": "Patient",
+        "meta": {"versionId": "3", "accounts": [{"reference": "Account/a"}, 7]},
+    }
+
+    assert accounts_of(resource) == ["Account/a"]
+    assert content_of({"resourceType": "Patient", "meta": {"versionId": "3"}}) == {"resourceType": "Patient"}
+
+
+@given(
+    family=st.text(max_size=20),
+    accounts=st.lists(st.sampled_from(["Account/a", "Account/b", "Account/c"]), max_size=4),
+)
+def test_writing_what_is_served_is_always_a_no_op(family: str, accounts: list[str]) -> None:
+    resource = observation(note=[{"text": family}], meta={"accounts": [{"reference": a} for a in accounts]})
+    first = prepare_write(resource, None, T0).document
+
+    assert not prepare_write(first["resource"], first, T1).changed
+    assert not prepare_write(resource, first, T1).changed
