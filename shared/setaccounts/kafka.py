@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-
 from pydantic import BaseModel
 
 from setaccounts.events import encode, headers_for
@@ -75,7 +74,8 @@ async def dead_letter(
     producer: AIOKafkaProducer, topic: str, record: ConsumerRecord[bytes, bytes], reason: str, consumer: str
 ) -> None:
     """Park one record on the dead-letter topic with where it came from and why, then carry on."""
-    headers = list(record.headers or ()) + [
+    headers = [
+        *(record.headers or ()),
         ("dlq.reason", reason[:4000].encode()),
         ("dlq.topic", record.topic.encode()),
         ("dlq.partition", str(record.partition).encode()),
@@ -96,10 +96,13 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def read_topic(bootstrap_servers: str, topic: str, idle_ms: int = 500) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_topic(
+    bootstrap_servers: str, topic: str, idle_ms: int = 500
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of a topic up to the end offsets seen at start, with no consumer group (read-only)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]

@@ -24,8 +24,15 @@ def progress_header(job: dict[str, Any]) -> str:
 def accepted(job: dict[str, Any], status_url: str) -> FhirResponse:
     """202: still running; where to poll and how far it got."""
     body = operation_outcome("informational", f"job {job['_id']} is {job['status']}", severity="information")
-    return fhir(body, 202, {"Content-Location": status_url, "X-Progress": progress_header(job),
-                            "Retry-After": str(RETRY_AFTER_SECONDS)})
+    return fhir(
+        body,
+        202,
+        {
+            "Content-Location": status_url,
+            "X-Progress": progress_header(job),
+            "Retry-After": str(RETRY_AFTER_SECONDS),
+        },
+    )
 
 
 def answer(job: dict[str, Any], status_url: str) -> FhirResponse:
@@ -40,7 +47,8 @@ def answer(job: dict[str, Any], status_url: str) -> FhirResponse:
     if status == Status.CANCELLED:
         updated, _ = result_of(job)
         body = operation_outcome(
-            "processing", f"job {job['_id']} was cancelled; {updated} resources were updated before it stopped"
+            "processing",
+            f"job {job['_id']} was cancelled; {updated} resources were updated before it stopped",
         )
         return fhir(body, 410, {"X-Progress": f"cancelled at {progress_header(job)}"})
     return accepted(job, status_url)

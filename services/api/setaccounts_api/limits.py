@@ -42,8 +42,13 @@ class BodySizeLimit:
         body = json.dumps(
             operation_outcome("too-costly", f"request body exceeds {self.max_bytes} bytes")
         ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/fhir+json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/fhir+json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

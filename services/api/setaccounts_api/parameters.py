@@ -22,7 +22,7 @@ def _reference(param: dict[str, Any], index: int) -> str:
     value = param.get("valueReference")
     if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
         raise invalid("every 'accounts' parameter needs a valueReference with a reference", where)
-    ref = value["reference"]
+    ref: str = value["reference"]
     kind, _, rid = ref.partition("/")
     if kind not in RESOURCE_TYPES or not is_valid_id(rid):
         raise invalid(f"account reference {ref!r} is not a Type/id reference to a known resource type", where)
@@ -44,12 +44,16 @@ def parse_input(body: Any) -> SetAccountsInput:
             accounts.append(_reference(param, index))
         elif name == "propagate":
             if propagate is not None or not isinstance(param.get("valueBoolean"), bool):
-                raise invalid("'propagate' must appear at most once, as a valueBoolean",
-                              [f"Parameters.parameter[{index}]"])
+                raise invalid(
+                    "'propagate' must appear at most once, as a valueBoolean",
+                    [f"Parameters.parameter[{index}]"],
+                )
             propagate = param["valueBoolean"]
         else:
-            raise invalid(f"unknown parameter {name!r}; expected 'accounts' or 'propagate'",
-                          [f"Parameters.parameter[{index}]"])
+            raise invalid(
+                f"unknown parameter {name!r}; expected 'accounts' or 'propagate'",
+                [f"Parameters.parameter[{index}]"],
+            )
     return SetAccountsInput(list(dict.fromkeys(accounts)), bool(propagate))
 
 

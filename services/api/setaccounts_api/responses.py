@@ -20,7 +20,9 @@ class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
 
 
-def outcome_response(status: int, code: str, diagnostics: str, headers: dict[str, str] | None = None) -> FhirResponse:
+def outcome_response(
+    status: int, code: str, diagnostics: str, headers: dict[str, str] | None = None
+) -> FhirResponse:
     return FhirResponse(operation_outcome(code, diagnostics), status_code=status, headers=headers)
 
 
@@ -35,7 +37,12 @@ async def _validation_error(_: Request, exc: Exception) -> FhirResponse:
     return outcome_response(400, "invalid", details or "invalid request")
 
 
-_HTTP_CODES: dict[int, str] = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+_HTTP_CODES: dict[int, str] = {
+    404: "not-found",
+    405: "not-supported",
+    413: "too-costly",
+    415: "not-supported",
+}
 
 
 async def _http_error(_: Request, exc: Exception) -> FhirResponse:

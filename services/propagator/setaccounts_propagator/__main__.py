@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from enum import StrEnum
+from typing import Annotated
 
 import typer
 
@@ -25,12 +26,14 @@ class RoleChoice(StrEnum):
 
 @cli.command("run")
 def run_command(
-    role: list[RoleChoice] = typer.Option([RoleChoice.ALL], help="Roles to run; repeat the flag for several."),
+    role: Annotated[
+        list[RoleChoice] | None, typer.Option(help="Roles to run; repeat the flag for several. Default: all.")
+    ] = None,
 ) -> None:
     """Consume until SIGINT/SIGTERM, then finish the current batch and stop."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    names = list(ROLES) if RoleChoice.ALL in role else [r.value for r in role]
+    names = list(ROLES) if not role or RoleChoice.ALL in role else [r.value for r in role]
 
     async def main() -> None:
         stop = asyncio.Event()

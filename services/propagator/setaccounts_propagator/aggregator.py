@@ -49,8 +49,13 @@ def fold(job: dict[str, Any], events: Sequence[Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for event in events:
         if isinstance(event, CommandPlanned):
-            fields.update(planned=True, expected=event.expected, partitions=event.partitions,
-                          target_changed=event.target_changed, target_written=True)
+            fields.update(
+                planned=True,
+                expected=event.expected,
+                partitions=event.partitions,
+                target_changed=event.target_changed,
+                target_written=True,
+            )
         elif isinstance(event, BatchApplied):
             part = state.setdefault(str(event.partition), {"w": "", "n": 0, "c": 0, "done": False})
             for member, outcome in event.entries:
@@ -69,11 +74,16 @@ def fold(job: dict[str, Any], events: Sequence[Any]) -> dict[str, Any]:
     processed = sum(p["n"] for p in state.values())
     changed = sum(p["c"] for p in state.values())
     target_written = bool(merged.get("target_written"))
-    fields.update(agg=state, processed=processed,
-                  resources_updated=processed + target_written,
-                  resources_changed=changed + bool(merged.get("target_changed")))
-    if merged.get("status") not in TERMINAL and merged.get("planned") and all(
-        state.get(str(p), {}).get("done") for p in merged.get("partitions", [])
+    fields.update(
+        agg=state,
+        processed=processed,
+        resources_updated=processed + target_written,
+        resources_changed=changed + bool(merged.get("target_changed")),
+    )
+    if (
+        merged.get("status") not in TERMINAL
+        and merged.get("planned")
+        and all(state.get(str(p), {}).get("done") for p in merged.get("partitions", []))
     ):
         fields["status"] = Status.COMPLETED.value
     return fields
@@ -102,28 +112,38 @@ class Aggregator:
             return
         fields = fold(job, events)
         was_terminal = job.get("status") in TERMINAL
-        status = fields.get("status", job.get("status"))
-        if status in TERMINAL and not was_terminal or any(isinstance(e, CancelRequested) for e in events):
+        status = str(fields.get("status", job.get("status")))
+        if (status in TERMINAL and not was_terminal) or any(isinstance(e, CancelRequested) for e in events):
             await self._finish(command_id, status, fields, job)  # publish first: a crash re-publishes
         if was_terminal:
             fields.pop("status", None)
         revision = job.get("agg_rev", 0)
         result = await self.jobs.collection.update_one(
-            {"_id": command_id, "agg_rev": job.get("agg_rev")} if "agg_rev" in job
+            {"_id": command_id, "agg_rev": job.get("agg_rev")}
+            if "agg_rev" in job
             else {"_id": command_id, "agg_rev": {"$exists": False}},
             {"$set": {**fields, "agg_rev": revision + 1}},
         )
         if result.matched_count == 0:
             raise StaleJob(command_id)
         if status == Status.COMPLETED and not was_terminal:
-            log.info("command completed", command_id=command_id, updated=fields["resources_updated"],
-                     changed=fields["resources_changed"])
+            log.info(
+                "command completed",
+                command_id=command_id,
+                updated=fields["resources_updated"],
+                changed=fields["resources_changed"],
+            )
 
-    async def _finish(self, command_id: str, status: str, fields: dict[str, Any], job: dict[str, Any]) -> None:
+    async def _finish(
+        self, command_id: str, status: str, fields: dict[str, Any], job: dict[str, Any]
+    ) -> None:
         event = CommandFinished(
-            command_id=command_id, status=status, resources_updated=fields["resources_updated"],
+            command_id=command_id,
+            status=status,
+            resources_updated=fields["resources_updated"],
             resources_changed=fields["resources_changed"],
             outcome=fields.get("outcome", job.get("outcome")) if status == Status.ERROR else None,
         )
-        await self.producer.send_and_wait(self.settings.topics.results, encode(event),
-                                          key=command_id.encode(), headers=headers_for(event))
+        await self.producer.send_and_wait(
+            self.settings.topics.results, encode(event), key=command_id.encode(), headers=headers_for(event)
+        )

@@ -17,7 +17,15 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.events import BatchApplied, EndOfCommand, MemberUpdate, Outcome, PartitionDone, encode, headers_for
+from setaccounts.events import (
+    BatchApplied,
+    EndOfCommand,
+    MemberUpdate,
+    Outcome,
+    PartitionDone,
+    encode,
+    headers_for,
+)
 from setaccounts.jobs import JobStore
 from setaccounts.settings import Settings
 from setaccounts.store.accounts import member_accounts
@@ -72,11 +80,21 @@ class Applier:
             if document is None or document.get("deleted"):
                 outcomes[i] = Outcome.GONE
                 continue
-            others = {a for p, accounts in held.items()
-                      if p != update.target and p in document.get("members_of", ()) for a in accounts}
+            others = {
+                a
+                for p, accounts in held.items()
+                if p != update.target and p in document.get("members_of", ())
+                for a in accounts
+            }
             accounts = member_accounts(accounts_of(document["resource"]), update.add, update.remove, others)
-            applied = apply_accounts(document, accounts, target=update.target, seq=update.target_seq,
-                                     command_id=update.command_id, now=timestamp)
+            applied = apply_accounts(
+                document,
+                accounts,
+                target=update.target,
+                seq=update.target_seq,
+                command_id=update.command_id,
+                now=timestamp,
+            )
             outcomes[i] = Outcome.CHANGED if applied.changed else Outcome.UNCHANGED
             if applied.write:
                 current[update.member] = applied.document
@@ -92,8 +110,11 @@ class Applier:
     async def _unwritten(self, current: dict[str, Document], touched: dict[str, list[int]]) -> list[int]:
         """Updates whose guarded write did not land: the stored version is not the one written."""
         found = self.resources.collection.find({"_id": {"$in": list(current)}}, {"version": 1, "marks": 1})
-        landed = {d["_id"] for d in [d async for d in found]
-                  if d["version"] == current[d["_id"]]["version"] and d.get("marks") == current[d["_id"]]["marks"]}
+        landed = {
+            d["_id"]
+            for d in [d async for d in found]
+            if d["version"] == current[d["_id"]]["version"] and d.get("marks") == current[d["_id"]]["marks"]
+        }
         redo = sorted(i for m, idx in touched.items() if m not in landed for i in idx)
         log.info("members changed meanwhile; applying again", count=len(redo))
         return redo
@@ -103,14 +124,17 @@ class Applier:
     ) -> dict[str, list[str]]:
         """Current accounts of the other patients of members that lose accounts (one query)."""
         patients = {
-            key for i in pending if updates[i].remove
+            key
+            for i in pending
+            if updates[i].remove
             for key in (stored.get(updates[i].member) or {}).get("members_of", ())
             if key.startswith("Patient/") and key != updates[i].target
         }
         if not patients:
             return {}
-        found = self.resources.collection.find({"_id": {"$in": sorted(patients)}, "deleted": False},
-                                               {"resource.meta.accounts": 1})
+        found = self.resources.collection.find(
+            {"_id": {"$in": sorted(patients)}, "deleted": False}, {"resource.meta.accounts": 1}
+        )
         return {d["_id"]: accounts_of(d.get("resource") or {}) async for d in found}
 
     async def _report(self, items: Sequence[Item], applied: list[tuple[int, MemberUpdate, Outcome]]) -> None:
@@ -124,10 +148,13 @@ class Applier:
         ]
         events += [
             (i.event.command_id, PartitionDone(command_id=i.event.command_id, partition=i.record.partition))
-            for i in items if isinstance(i.event, EndOfCommand)
+            for i in items
+            if isinstance(i.event, EndOfCommand)
         ]
-        sends = [await self.producer.send(topic, encode(e), key=k.encode(), headers=headers_for(e))
-                 for k, e in events]
+        sends = [
+            await self.producer.send(topic, encode(e), key=k.encode(), headers=headers_for(e))
+            for k, e in events
+        ]
         await asyncio.gather(*sends)
 
 

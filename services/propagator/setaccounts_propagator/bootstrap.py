@@ -42,7 +42,9 @@ ROLES: dict[str, Role] = {
 }
 
 
-async def run(settings: Settings, roles: list[str], stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+async def run(
+    settings: Settings, roles: list[str], stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
     """Run the given roles until `stop` is set; clients are started here and always stopped here."""
     client = make_client(settings)
     producer = make_producer(settings)
@@ -55,8 +57,9 @@ async def run(settings: Settings, roles: list[str], stop: asyncio.Event, ready: 
             ConsumerLoop(
                 role=name,
                 kind=ROLES[name].kind,
-                consumer=make_consumer(settings, name, ROLES[name].topic(settings),
-                                       max_records=ROLES[name].batch(settings)),
+                consumer=make_consumer(
+                    settings, name, ROLES[name].topic(settings), max_records=ROLES[name].batch(settings)
+                ),
                 producer=producer,
                 deadletter_topic=settings.topics.deadletter,
                 handle=ROLES[name].handler(settings, db, producer),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -19,7 +19,7 @@ from setaccounts.events import EventError, decode
 from setaccounts.kafka import dead_letter
 
 log = structlog.get_logger(__name__)
-Record = ConsumerRecord[bytes, bytes]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,19 @@ class ConsumerLoop:
             try:
                 await self.handle(items)
                 return
-            except Exception as exc:  # noqa: BLE001 - retried, then isolated and dead-lettered
+            except Exception as exc:
                 error = exc
                 if getattr(exc, "retriable", True) is False:
                     log.warning("batch refused", role=self.role, size=len(items), error=repr(exc))
                     break
-                log.warning("batch failed", role=self.role, attempt=attempt + 1, size=len(items),
-                            error=repr(exc), first=_where(items[0].record))
+                log.warning(
+                    "batch failed",
+                    role=self.role,
+                    attempt=attempt + 1,
+                    size=len(items),
+                    error=repr(exc),
+                    first=_where(items[0].record),
+                )
                 await asyncio.sleep(min(self.retry_backoff * 2**attempt, 5.0))
         if len(items) == 1:
             await self._dead_letter(items[0].record, f"gave up: {error!r}")

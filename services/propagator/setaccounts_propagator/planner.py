@@ -32,12 +32,12 @@ from setaccounts.events.base import COMMAND_ID_PATTERN
 from setaccounts.fhir.compartments import compartment_owner_types
 from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import TERMINAL, JobStore, Status, command_fields
+from setaccounts.kafka import publish
 from setaccounts.settings import Settings
 from setaccounts.store.marks import apply_accounts, write_op
 from setaccounts.store.meta import accounts_of
 from setaccounts.store.resources import ResourceStore, VersionConflict, now
 from setaccounts_propagator.consumer import Item, Record
-from setaccounts.kafka import publish
 
 log = structlog.get_logger(__name__)
 COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
@@ -71,28 +71,45 @@ class Planner:
             log.info("command already finished", command_id=command.command_id, status=job["status"])
             return
         if not job.get("planned"):
-            job = await self._prepare(command, job)
-            if job is None:
+            prepared = await self._prepare(command, job)
+            if prepared is None:
                 return
+            job = prepared
             if not await self._write_target(command, job):
                 return
             job = await self.jobs.get(command.command_id) or job
             emitted, partitions = await self._fan_out(command, job)
             if emitted is None:
                 return  # cancelled: the aggregator answers for it
-            await self.jobs.update(command.command_id, {"planned": True, "expected": emitted,
-                                                        "partitions": partitions})
+            await self.jobs.update(
+                command.command_id, {"planned": True, "expected": emitted, "partitions": partitions}
+            )
             job = await self.jobs.get(command.command_id) or job
-        await publish(self.producer, self.settings.topics.results, command.command_id, CommandPlanned(
-            command_id=command.command_id, target=command.target, target_seq=job["target_seq"],
-            accounts_before=job["accounts_before"], accounts_after=list(command.accounts),
-            propagate=command.propagate, target_changed=bool(job.get("target_changed")),
-            expected=int(job.get("expected", 0)), partitions=list(job.get("partitions", [])),
-            requested_at=command.requested_at, requested_by=command.requested_by,
-            redrive_of=command.redrive_of,
-        ))
-        log.info("command planned", command_id=command.command_id, target=command.target,
-                 expected=job.get("expected"))
+        await publish(
+            self.producer,
+            self.settings.topics.results,
+            command.command_id,
+            CommandPlanned(
+                command_id=command.command_id,
+                target=command.target,
+                target_seq=job["target_seq"],
+                accounts_before=job["accounts_before"],
+                accounts_after=list(command.accounts),
+                propagate=command.propagate,
+                target_changed=bool(job.get("target_changed")),
+                expected=int(job.get("expected", 0)),
+                partitions=list(job.get("partitions", [])),
+                requested_at=command.requested_at,
+                requested_by=command.requested_by,
+                redrive_of=command.redrive_of,
+            ),
+        )
+        log.info(
+            "command planned",
+            command_id=command.command_id,
+            target=command.target,
+            expected=job.get("expected"),
+        )
 
     async def _prepare(self, command: SetAccountsCommand, job: dict[str, Any]) -> dict[str, Any] | None:
         """Check the target and record what it held before; the first run fixes these for every re-run."""
@@ -101,8 +118,9 @@ class Planner:
         target = await self.resources.get(command.target)
         if target is None or target.get("deleted"):
             gone = "was deleted" if target is not None else "does not exist"
-            await self._fail(command, 410 if target is not None else 404, "not-found",
-                             f"target {command.target} {gone}")
+            await self._fail(
+                command, 410 if target is not None else 404, "not-found", f"target {command.target} {gone}"
+            )
             return None
         seq = await self.jobs.next_seq(command.target)
         members = 0
@@ -112,8 +130,15 @@ class Planner:
             )
         await self.jobs.collection.update_one(
             {"_id": command.command_id, "target_seq": {"$exists": False}},
-            {"$set": {"target_seq": seq, "accounts_before": accounts_of(target["resource"]),
-                      "status": Status.PLANNING.value, "expected": members, "planned": False}},
+            {
+                "$set": {
+                    "target_seq": seq,
+                    "accounts_before": accounts_of(target["resource"]),
+                    "status": Status.PLANNING.value,
+                    "expected": members,
+                    "planned": False,
+                }
+            },
         )
         return await self.jobs.get(command.command_id)
 
@@ -123,17 +148,26 @@ class Planner:
             if target is None or target.get("deleted"):
                 await self._fail(command, 410, "not-found", f"target {command.target} was deleted")
                 return False
-            applied = apply_accounts(target, list(command.accounts), target=command.target,
-                                     seq=job["target_seq"], command_id=command.command_id, now=now())
+            applied = apply_accounts(
+                target,
+                list(command.accounts),
+                target=command.target,
+                seq=job["target_seq"],
+                command_id=command.command_id,
+                now=now(),
+            )
             if applied.write:
                 result = await self.resources.collection.bulk_write([write_op(target, applied)])
                 if result.matched_count == 0:
                     continue  # written by someone else meanwhile: read again
-            return await self.jobs.update(command.command_id,
-                                          {"target_written": True, "target_changed": applied.changed})
+            return await self.jobs.update(
+                command.command_id, {"target_written": True, "target_changed": applied.changed}
+            )
         raise VersionConflict(command.target)
 
-    async def _fan_out(self, command: SetAccountsCommand, job: dict[str, Any]) -> tuple[int | None, list[int]]:
+    async def _fan_out(
+        self, command: SetAccountsCommand, job: dict[str, Any]
+    ) -> tuple[int | None, list[int]]:
         """Emit every member's update, checkpointing after each flushed page; None when cancelled."""
         topic = self.settings.topics.updates
         partitions = sorted(await self.producer.partitions_for(topic))
@@ -146,32 +180,45 @@ class Planner:
         while True:
             page = await self.resources.collection.find(
                 {"members_of": command.target, "_id": {"$gt": cursor, "$ne": command.target}},
-                {"_id": 1}, sort=[("_id", 1)], limit=page_size,
+                {"_id": 1},
+                sort=[("_id", 1)],
+                limit=page_size,
             ).to_list()
             if not page:
                 break
             sends = [
-                await self.producer.send(topic, encode(update), key=update.member.encode(),
-                                         headers=headers_for(update))
+                await self.producer.send(
+                    topic, encode(update), key=update.member.encode(), headers=headers_for(update)
+                )
                 for update in (
-                    MemberUpdate(command_id=command.command_id, target=command.target,
-                                 target_seq=job["target_seq"], member=doc["_id"], add=add, remove=remove)
+                    MemberUpdate(
+                        command_id=command.command_id,
+                        target=command.target,
+                        target_seq=job["target_seq"],
+                        member=doc["_id"],
+                        add=add,
+                        remove=remove,
+                    )
                     for doc in page
                 )
             ]
             await asyncio.gather(*sends)
             cursor, emitted = page[-1]["_id"], emitted + len(page)
-            if not await self.jobs.update(command.command_id, {"cursor": cursor, "emitted": emitted,
-                                                               "status": Status.APPLYING.value}):
+            if not await self.jobs.update(
+                command.command_id, {"cursor": cursor, "emitted": emitted, "status": Status.APPLYING.value}
+            ):
                 log.info("fan-out stopped: job ended", command_id=command.command_id, emitted=emitted)
                 return None, []
             if len(page) < page_size:
                 break
         ends = [
-            await self.producer.send(topic, encode(EndOfCommand(command_id=command.command_id, partition=p)),
-                                     partition=p, key=command.command_id.encode(),
-                                     headers=headers_for(EndOfCommand(command_id=command.command_id,
-                                                                      partition=p)))
+            await self.producer.send(
+                topic,
+                encode(EndOfCommand(command_id=command.command_id, partition=p)),
+                partition=p,
+                key=command.command_id.encode(),
+                headers=headers_for(EndOfCommand(command_id=command.command_id, partition=p)),
+            )
             for p in partitions
         ]
         await asyncio.gather(*ends)
@@ -189,16 +236,29 @@ class Planner:
             return False
         target = envelope.get("target") if isinstance(envelope.get("target"), str) else None
         version = envelope.get("schema_version")
-        reason = (f"unsupported schema_version {version!r}; this service reads version 1"
-                  if version not in (None, 1) else str(error))
+        reason = (
+            f"unsupported schema_version {version!r}; this service reads version 1"
+            if version not in (None, 1)
+            else str(error)
+        )
         await self.jobs.collection.update_one(
             {"_id": command_id},
-            {"$setOnInsert": {"status": Status.ACCEPTED.value, "target": target, "created_at": now(),
-                              "http_status": 400}},
+            {
+                "$setOnInsert": {
+                    "status": Status.ACCEPTED.value,
+                    "target": target,
+                    "created_at": now(),
+                    "http_status": 400,
+                }
+            },
             upsert=True,
         )
-        await publish(self.producer, self.settings.topics.results, command_id, CommandFailed(
-            command_id=command_id, target=target, outcome=operation_outcome("invalid", reason)))
+        await publish(
+            self.producer,
+            self.settings.topics.results,
+            command_id,
+            CommandFailed(command_id=command_id, target=target, outcome=operation_outcome("invalid", reason)),
+        )
         log.warning("command rejected", command_id=command_id, reason=reason)
         return True
 
@@ -212,6 +272,10 @@ class Planner:
     async def _fail(self, command: SetAccountsCommand, status: int, code: str, diagnostics: str) -> None:
         outcome = operation_outcome(code, diagnostics)
         await self.jobs.update(command.command_id, {"http_status": status})
-        await publish(self.producer, self.settings.topics.results, command.command_id,
-                      CommandFailed(command_id=command.command_id, target=command.target, outcome=outcome))
+        await publish(
+            self.producer,
+            self.settings.topics.results,
+            command.command_id,
+            CommandFailed(command_id=command.command_id, target=command.target, outcome=outcome),
+        )
         log.warning("command failed", command_id=command.command_id, reason=diagnostics)

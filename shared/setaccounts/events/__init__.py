@@ -15,7 +15,21 @@ from setaccounts.events.results import (
 from setaccounts.events.updates import EndOfCommand, MemberUpdate, UpdateEvent
 
 __all__ = [
-    "BatchApplied", "CancelRequested", "CommandEvent", "CommandFailed", "CommandFinished", "CommandPlanned",
-    "EndOfCommand", "EventError", "MemberUpdate", "Outcome", "PartitionDone", "ResultEvent",
-    "SetAccountsCommand", "UpdateEvent", "decode", "encode", "headers_for",
+    "BatchApplied",
+    "CancelRequested",
+    "CommandEvent",
+    "CommandFailed",
+    "CommandFinished",
+    "CommandPlanned",
+    "EndOfCommand",
+    "EventError",
+    "MemberUpdate",
+    "Outcome",
+    "PartitionDone",
+    "ResultEvent",
+    "SetAccountsCommand",
+    "UpdateEvent",
+    "decode",
+    "encode",
+    "headers_for",
 ]

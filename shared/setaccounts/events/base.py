@@ -22,22 +22,29 @@ def _known_type(value: str) -> str:
 
 Reference = Annotated[
     str,
-    Field(pattern=REFERENCE_PATTERN, description="A relative FHIR reference `Type/id`.",
-          examples=["Patient/123", "Organization/acme"]),
+    Field(
+        pattern=REFERENCE_PATTERN,
+        description="A relative FHIR reference `Type/id`.",
+        examples=["Patient/123", "Organization/acme"],
+    ),
     AfterValidator(_known_type),
 ]
 CommandId = Annotated[
     str,
-    Field(pattern=COMMAND_ID_PATTERN,
-          description="Identifies one set-accounts command end to end; publishing it twice has one effect.",
-          examples=["3f2b9c1e-6d0a-4f55-9a57-1b2f0c8d7e64"]),
+    Field(
+        pattern=COMMAND_ID_PATTERN,
+        description="Identifies one set-accounts command end to end; publishing it twice has one effect.",
+        examples=["3f2b9c1e-6d0a-4f55-9a57-1b2f0c8d7e64"],
+    ),
 ]
 
 
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = Field(1, description="Contract version; consumers refuse versions they do not know.")
+    schema_version: int = Field(
+        1, description="Contract version; consumers refuse versions they do not know."
+    )
 
 
 def is_reference(value: str) -> bool:

@@ -43,20 +43,37 @@ class Channel:
 
 
 CHANNELS: tuple[Channel, ...] = (
-    Channel("commands", "set-accounts.commands", "The target reference, e.g. `Patient/123`.",
-            "Requests to set a resource's accounts. Keyed by target so commands for one target stay in "
-            "order.", (SetAccountsCommand,)),
-    Channel("updates", "set-accounts.updates",
-            "The member reference for MemberUpdate; the command id for EndOfCommand.",
-            "One update per compartment member, plus one end marker per partition and command. "
-            "Internal to the propagator.", (MemberUpdate, EndOfCommand)),
-    Channel("results", "set-accounts.results", "The command id.",
-            "Progress and outcome of every command. Keyed by command id, so all events of one command are "
-            "in one partition, in order. Other services wait here for `CommandFinished`.",
-            (CommandPlanned, BatchApplied, PartitionDone, CommandFailed, CancelRequested, CommandFinished)),
-    Channel("deadletter", "set-accounts.deadletter", "The key of the original record, unchanged.",
-            "Records a consumer could not decode or kept failing on: the original value and headers, plus "
-            "`dlq.*` headers saying why and where it came from.", ()),
+    Channel(
+        "commands",
+        "set-accounts.commands",
+        "The target reference, e.g. `Patient/123`.",
+        "Requests to set a resource's accounts. Keyed by target so commands for one target stay in order.",
+        (SetAccountsCommand,),
+    ),
+    Channel(
+        "updates",
+        "set-accounts.updates",
+        "The member reference for MemberUpdate; the command id for EndOfCommand.",
+        "One update per compartment member, plus one end marker per partition and command. "
+        "Internal to the propagator.",
+        (MemberUpdate, EndOfCommand),
+    ),
+    Channel(
+        "results",
+        "set-accounts.results",
+        "The command id.",
+        "Progress and outcome of every command. Keyed by command id, so all events of one command are "
+        "in one partition, in order. Other services wait here for `CommandFinished`.",
+        (CommandPlanned, BatchApplied, PartitionDone, CommandFailed, CancelRequested, CommandFinished),
+    ),
+    Channel(
+        "deadletter",
+        "set-accounts.deadletter",
+        "The key of the original record, unchanged.",
+        "Records a consumer could not decode or kept failing on: the original value and headers, plus "
+        "`dlq.*` headers saying why and where it came from.",
+        (),
+    ),
 )
 
 EVENT_TYPES: tuple[type[BaseModel], ...] = tuple(e for c in CHANNELS for e in c.events)
@@ -64,8 +81,13 @@ EVENT_TYPES: tuple[type[BaseModel], ...] = tuple(e for c in CHANNELS for e in c.
 # (operation id, action, channel, role that performs it, events it covers; empty = every event of the channel)
 OPERATIONS: tuple[tuple[str, str, str, str, tuple[type[BaseModel], ...]], ...] = (
     ("sendCommandFromApi", "send", "commands", "api: the HTTP `$set-accounts` operation", ()),
-    ("sendCommandFromOtherService", "send", "commands",
-     "other services: publish a command directly (see docs/other-services.md)", ()),
+    (
+        "sendCommandFromOtherService",
+        "send",
+        "commands",
+        "other services: publish a command directly (see docs/other-services.md)",
+        (),
+    ),
     ("receiveCommand", "receive", "commands", "planner", ()),
     ("sendUpdates", "send", "updates", "planner", ()),
     ("receiveUpdates", "receive", "updates", "applier", ()),
@@ -74,10 +96,20 @@ OPERATIONS: tuple[tuple[str, str, str, str, tuple[type[BaseModel], ...]], ...] =
     ("sendCancel", "send", "results", "api: `DELETE` on the job status URL", (CancelRequested,)),
     ("receiveResults", "receive", "results", "aggregator", ()),
     ("sendFinished", "send", "results", "aggregator", (CommandFinished,)),
-    ("receiveFinished", "receive", "results",
-     "other services and `setaccounts-audit`: wait for the final answer of a command", (CommandFinished,)),
-    ("sendDeadLetter", "send", "deadletter",
-     "planner, applier, aggregator: any record they cannot handle", ()),
+    (
+        "receiveFinished",
+        "receive",
+        "results",
+        "other services and `setaccounts-audit`: wait for the final answer of a command",
+        (CommandFinished,),
+    ),
+    (
+        "sendDeadLetter",
+        "send",
+        "deadletter",
+        "planner, applier, aggregator: any record they cannot handle",
+        (),
+    ),
 )
 
 
@@ -109,8 +141,12 @@ def _headers_schema(event: type[BaseModel] | None) -> dict[str, Any]:
         "dlq.consumer": "Role that parked it: planner, applier or aggregator.",
     }
     properties.update({k: {"type": "string", "description": v} for k, v in dlq.items()})
-    return {"type": "object", "properties": properties, "required": sorted(dlq),
-            "description": "The original headers (if any) followed by the dead-letter headers."}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": sorted(dlq),
+        "description": "The original headers (if any) followed by the dead-letter headers.",
+    }
 
 
 def _message(event: type[BaseModel], channel: Channel) -> dict[str, Any]:
@@ -121,8 +157,12 @@ def _message(event: type[BaseModel], channel: Channel) -> dict[str, Any]:
         "contentType": CONTENT_TYPE.decode(),
         "headers": _headers_schema(event),
         "payload": {"$ref": f"./{schema_file(event)}"},
-        "bindings": {"kafka": {"key": {"type": "string", "description": channel.key},
-                               "bindingVersion": KAFKA_BINDING_VERSION}},
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": channel.key},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
     }
 
 
@@ -133,8 +173,12 @@ def _dead_letter_message(channel: Channel) -> dict[str, Any]:
         "summary": "A record some consumer could not handle, parked with the reason.",
         "headers": _headers_schema(None),
         "payload": {"description": "The original record value, byte for byte (it may not be valid JSON)."},
-        "bindings": {"kafka": {"key": {"type": "string", "description": channel.key},
-                               "bindingVersion": KAFKA_BINDING_VERSION}},
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": channel.key},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
     }
 
 
@@ -143,9 +187,12 @@ def _payload_schema(channel: Channel) -> dict[str, Any]:
     refs = [{"$ref": f"./{schema_file(e)}"} for e in channel.events]
     if len(refs) == 1:
         return refs[0]
-    return {"oneOf": refs, "discriminator": "type",
-            "description": f"Any event of the {channel.name} topic; the `type` field (and the `event-type` "
-                           "header) says which."}
+    return {
+        "oneOf": refs,
+        "discriminator": "type",
+        "description": f"Any event of the {channel.name} topic; the `type` field (and the `event-type` "
+        "header) says which.",
+    }
 
 
 def asyncapi() -> dict[str, Any]:
@@ -166,8 +213,8 @@ def asyncapi() -> dict[str, Any]:
             "address": channel.address,
             "title": channel.name,
             "description": f"{channel.description} The real topic name is `${{SETACCOUNTS_TOPIC_PREFIX}}"
-                           f"{channel.address}`: every topic name starts with the configurable prefix "
-                           "(empty by default).",
+            f"{channel.address}`: every topic name starts with the configurable prefix "
+            "(empty by default).",
             "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
             "bindings": {"kafka": {"topic": channel.address, "bindingVersion": KAFKA_BINDING_VERSION}},
         }
@@ -188,13 +235,18 @@ def asyncapi() -> dict[str, Any]:
             "title": "FHIR $set-accounts events",
             "version": "1.0.0",
             "description": "Kafka contract of the `$set-accounts` service. Payloads are JSON; every record "
-                           "carries the headers `event-type`, `schema-version` and `content-type`. Payload "
-                           "schemas are the JSON Schema files next to this document (generated from the "
-                           "pydantic models with `make contracts`).",
+            "carries the headers `event-type`, `schema-version` and `content-type`. Payload "
+            "schemas are the JSON Schema files next to this document (generated from the "
+            "pydantic models with `make contracts`).",
         },
         "defaultContentType": CONTENT_TYPE.decode(),
-        "servers": {"kafka": {"host": "localhost:9092", "protocol": "kafka",
-                              "description": "Set by `KAFKA_BOOTSTRAP_SERVERS`."}},
+        "servers": {
+            "kafka": {
+                "host": "localhost:9092",
+                "protocol": "kafka",
+                "description": "Set by `KAFKA_BOOTSTRAP_SERVERS`.",
+            }
+        },
         "channels": channels,
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
@@ -208,8 +260,9 @@ def render_schema(event: type[BaseModel]) -> str:
 def render_asyncapi() -> str:
     import yaml  # type: ignore[import-untyped]  # dev dependency: only `make contracts` and the tests export
 
-    return str(yaml.safe_dump(asyncapi(), sort_keys=True, allow_unicode=True, width=110,
-                              default_flow_style=False))
+    return str(
+        yaml.safe_dump(asyncapi(), sort_keys=True, allow_unicode=True, width=110, default_flow_style=False)
+    )
 
 
 def export(directory: Path) -> list[Path]:

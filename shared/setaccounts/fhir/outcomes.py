@@ -23,7 +23,12 @@ class FhirError(Exception):
     """
 
     def __init__(
-        self, status: int, code: str, diagnostics: str, *, expression: list[str] | None = None,
+        self,
+        status: int,
+        code: str,
+        diagnostics: str,
+        *,
+        expression: list[str] | None = None,
         retriable: bool = False,
     ) -> None:
         super().__init__(diagnostics)

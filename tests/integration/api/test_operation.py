@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def params(*accounts: Any, propagate: Any = None) -> dict[str, Any]:
-    parameter: list[dict[str, Any]] = [{"name": "accounts", "valueReference": {"reference": a}} for a in accounts]
+    parameter: list[dict[str, Any]] = [
+        {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
+    ]
     if propagate is not None:
         parameter.append({"name": "propagate", "valueBoolean": propagate})
     return {"resourceType": "Parameters", "parameter": parameter}
@@ -35,18 +37,36 @@ def values(body: dict[str, Any]) -> dict[str, int]:
         ("/Patient/p1/$set-accounts", {"resourceType": "Patient"}, 400, "Parameters"),
         ("/Patient/p1/$set-accounts", params("Organization"), 400, "Type/id"),
         ("/Patient/p1/$set-accounts", params("Nonsense/1"), 400, "known resource type"),
-        ("/Patient/p1/$set-accounts", {"resourceType": "Parameters", "parameter": [
-            {"name": "accounts", "valueString": "Organization/1"}]}, 400, "valueReference"),
+        (
+            "/Patient/p1/$set-accounts",
+            {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "accounts", "valueString": "Organization/1"}],
+            },
+            400,
+            "valueReference",
+        ),
         ("/Patient/p1/$set-accounts", params(propagate="yes"), 400, "valueBoolean"),
-        ("/Patient/p1/$set-accounts", {"resourceType": "Parameters", "parameter": [{"name": "x"}]}, 400, "unknown"),
+        (
+            "/Patient/p1/$set-accounts",
+            {"resourceType": "Parameters", "parameter": [{"name": "x"}]},
+            400,
+            "unknown",
+        ),
         ("/Nonsense/p1/$set-accounts", params("Organization/1"), 400, "unknown resource type"),
         ("/Patient/ghost/$set-accounts", params("Organization/1"), 404, "not found"),
         ("/Patient/gone/$set-accounts", params("Organization/1"), 410, "deleted"),
     ],
 )
 async def test_bad_requests_answer_an_operation_outcome_and_publish_nothing(
-    api: httpx.AsyncClient, settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed,
-    path: str, body: dict[str, Any], status: int, says: str,
+    api: httpx.AsyncClient,
+    settings: Settings,
+    db: AsyncDatabase[dict[str, Any]],
+    seed: Seed,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    says: str,
 ) -> None:
     await seed(*patient_with_members("p1", 1), {"resourceType": "Patient", "id": "gone"})
     gone = await db.resources.find_one({"_id": "Patient/gone"})
@@ -64,8 +84,9 @@ async def test_bad_requests_answer_an_operation_outcome_and_publish_nothing(
 
 async def test_malformed_json_is_a_400(api: httpx.AsyncClient, seed: Seed) -> None:
     await seed(*patient_with_members("p1", 0))
-    response = await api.post("/Patient/p1/$set-accounts", content=b"{nope",
-                              headers={"Content-Type": "application/fhir+json"})
+    response = await api.post(
+        "/Patient/p1/$set-accounts", content=b"{nope", headers={"Content-Type": "application/fhir+json"}
+    )
     assert response.status_code == 400
     assert "JSON" in response.json()["issue"][0]["diagnostics"]
 
@@ -74,8 +95,11 @@ async def test_respond_async_answers_202_then_the_status_url_reports_progress_an
     api: httpx.AsyncClient, propagator: None, seed: Seed
 ) -> None:
     await seed(*patient_with_members("p1", 40, accounts=["Organization/old"]))
-    response = await api.post("/Patient/p1/$set-accounts", json=params("Organization/a", "Organization/a"),
-                              headers={"Prefer": "respond-async"})
+    response = await api.post(
+        "/Patient/p1/$set-accounts",
+        json=params("Organization/a", "Organization/a"),
+        headers={"Prefer": "respond-async"},
+    )
     assert response.status_code == 202
     url = response.headers["Content-Location"]
     assert url.startswith("http://testserver/fhir/R4/job/") and url.endswith("/status")
@@ -90,7 +114,10 @@ async def test_respond_async_answers_202_then_the_status_url_reports_progress_an
             continue
         break
     assert status.status_code == 200, status.text
-    assert values(status.json()) == {"resourcesUpdated": 1, "resourcesChanged": 1}  # propagate defaults to false
+    assert values(status.json()) == {
+        "resourcesUpdated": 1,
+        "resourcesChanged": 1,
+    }  # propagate defaults to false
     assert seen_running or status.status_code == 200
     target = await api.get("/Patient/p1")
     assert target.json()["meta"]["accounts"] == [{"reference": "Organization/a"}]
@@ -129,7 +156,9 @@ async def test_empty_accounts_clear_the_target_and_propagate_removal(
     api: httpx.AsyncClient, propagator: None, seed: Seed
 ) -> None:
     await seed(*patient_with_members("p1", 3))
-    await api.post("/Patient/p1/$set-accounts", json=params("Organization/a", "Organization/b", propagate=True))
+    await api.post(
+        "/Patient/p1/$set-accounts", json=params("Organization/a", "Organization/b", propagate=True)
+    )
     cleared = await api.post("/Patient/p1/$set-accounts", json=params(propagate=True))
     assert values(cleared.json()) == {"resourcesUpdated": 4, "resourcesChanged": 4}
     member = (await api.get("/Observation/p1-obs-000001")).json()
@@ -141,4 +170,8 @@ async def test_operation_definition_is_served(api: httpx.AsyncClient) -> None:
     definition = (await api.get("/OperationDefinition/set-accounts")).json()
     assert definition["code"] == "set-accounts"
     assert {p["name"] for p in definition["parameter"]} == {
-        "accounts", "propagate", "resourcesUpdated", "resourcesChanged"}
+        "accounts",
+        "propagate",
+        "resourcesUpdated",
+        "resourcesChanged",
+    }

@@ -49,8 +49,11 @@ async def send_raw(settings: Settings, topic: str, value: bytes, key: bytes = b"
 
 
 async def wait_job(
-    db: AsyncDatabase[dict[str, Any]], command_id: str, statuses: tuple[str, ...] = ("completed",),
-    timeout: float = 60, where: dict[str, Any] | None = None,
+    db: AsyncDatabase[dict[str, Any]],
+    command_id: str,
+    statuses: tuple[str, ...] = ("completed",),
+    timeout: float = 60,
+    where: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Poll the job until its status is one of `statuses` (and it matches `where`)."""
     deadline = time.monotonic() + timeout
@@ -65,5 +68,7 @@ async def wait_job(
 
 async def member_accounts(db: AsyncDatabase[dict[str, Any]], prefix: str) -> dict[str, list[str]]:
     found = db.resources.find({"_id": {"$regex": f"^{prefix}"}, "deleted": False})
-    return {d["_id"]: [a["reference"] for a in d["resource"].get("meta", {}).get("accounts", [])]
-            async for d in found}
+    return {
+        d["_id"]: [a["reference"] for a in d["resource"].get("meta", {}).get("accounts", [])]
+        async for d in found
+    }

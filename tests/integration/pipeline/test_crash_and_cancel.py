@@ -41,8 +41,13 @@ def propagator_process(settings: Settings, *role: str) -> Iterator[subprocess.Po
             proc.wait(30)
 
 
-async def wait_for(db: AsyncDatabase[dict[str, Any]], query: dict[str, Any], count: int, collection: str = "resources",
-                   timeout: float = 60) -> int:
+async def wait_for(
+    db: AsyncDatabase[dict[str, Any]],
+    query: dict[str, Any],
+    count: int,
+    collection: str = "resources",
+    timeout: float = 60,
+) -> int:
     for _ in range(int(timeout * 20)):
         found = await db[collection].count_documents(query)
         if found >= count:
@@ -56,7 +61,10 @@ async def assert_exactly_once(db: AsyncDatabase[dict[str, Any]], command_id: str
     assert (job["resources_updated"], job["resources_changed"]) == (MEMBERS + 1, MEMBERS + 1)
     versions = {d["resource"]["meta"]["versionId"] async for d in db.resources.find({}, {"resource.meta": 1})}
     assert versions == {"2"}, "a resource got more than one new version"
-    assert await db.resources.count_documents({"resource.meta.accounts.reference": "Organization/o1"}) == MEMBERS + 1
+    assert (
+        await db.resources.count_documents({"resource.meta.accounts.reference": "Organization/o1"})
+        == MEMBERS + 1
+    )
 
 
 async def test_kill_9_mid_apply_then_restart_completes_with_the_true_count(
@@ -64,8 +72,9 @@ async def test_kill_9_mid_apply_then_restart_completes_with_the_true_count(
 ) -> None:
     slow = settings.model_copy(update={"apply_batch_size": 100})
     await seed(*patient_with_members("p1", MEMBERS))
-    cmd = SetAccountsCommand(command_id=str(uuid.uuid4()), target="Patient/p1",
-                             accounts=["Organization/o1"], propagate=True)
+    cmd = SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
+    )
     with propagator_process(slow) as proc:
         await send_command(settings, cmd)
         applied = await wait_for(db, {"marks.c": cmd.command_id}, 1000)
@@ -82,8 +91,9 @@ async def test_kill_9_mid_fan_out_then_restart_completes_with_the_true_count(
 ) -> None:
     slow = settings.model_copy(update={"plan_page_size": 25})
     await seed(*patient_with_members("p1", MEMBERS))
-    cmd = SetAccountsCommand(command_id=str(uuid.uuid4()), target="Patient/p1",
-                             accounts=["Organization/o1"], propagate=True)
+    cmd = SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
+    )
     with propagator_process(slow, "planner") as proc:
         await send_command(settings, cmd)
         await wait_for(db, {"_id": cmd.command_id, "emitted": {"$gte": 1000}}, 1, collection="jobs")
@@ -100,9 +110,13 @@ async def test_cancel_mid_job_stops_writes_and_reports_cancelled(
 ) -> None:
     slow = settings.model_copy(update={"apply_batch_size": 50, "plan_page_size": 50})
     await seed(*patient_with_members("p1", 3000))
-    body = {"resourceType": "Parameters", "parameter": [
-        {"name": "accounts", "valueReference": {"reference": "Organization/o1"}},
-        {"name": "propagate", "valueBoolean": True}]}
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "accounts", "valueReference": {"reference": "Organization/o1"}},
+            {"name": "propagate", "valueBoolean": True},
+        ],
+    }
     async with roles(slow, "planner", "applier", "aggregator"):
         started = await api.post("/Patient/p1/$set-accounts", json=body, headers={"Prefer": "respond-async"})
         assert started.status_code == 202
@@ -121,7 +135,11 @@ async def test_cancel_mid_job_stops_writes_and_reports_cancelled(
         assert "cancelled" in status.json()["issue"][0]["diagnostics"]
         again = await api.delete(status_url)
         assert again.status_code == 202
-    finished = [decode("results", r.value) for r in await read_topic(settings.kafka_bootstrap_servers,
-                                                                    settings.topics.results)]
-    assert any(isinstance(e, CommandFinished) and e.command_id == command_id and e.status == "cancelled"
-               for e in finished)
+    finished = [
+        decode("results", r.value)
+        for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
+    ]
+    assert any(
+        isinstance(e, CommandFinished) and e.command_id == command_id and e.status == "cancelled"
+        for e in finished
+    )

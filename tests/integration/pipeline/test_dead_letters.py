@@ -26,11 +26,14 @@ async def test_malformed_records_on_every_topic_are_dead_lettered_and_the_loop_g
     topics = settings.topics
     async with roles(settings, "planner", "applier", "aggregator"):
         await send_raw(settings, topics.commands, b"{not json")
-        await send_raw(settings, topics.commands, json.dumps({"type": "SetAccounts", "target": "Patient/p1"}).encode())
+        await send_raw(
+            settings, topics.commands, json.dumps({"type": "SetAccounts", "target": "Patient/p1"}).encode()
+        )
         await send_raw(settings, topics.updates, json.dumps({"type": "MemberUpdate", "member": 7}).encode())
         await send_raw(settings, topics.results, b"\x00\x01binary")
-        good = SetAccountsCommand(command_id=str(uuid.uuid4()), target="Patient/p1",
-                                  accounts=["Organization/o1"], propagate=True)
+        good = SetAccountsCommand(
+            command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
+        )
         await send_command(settings, good)
         job = await wait_job(db, good.command_id)
     assert job["resources_updated"] == 11
@@ -50,24 +53,35 @@ async def test_malformed_records_on_every_topic_are_dead_lettered_and_the_loop_g
     ("payload", "status", "diagnostics"),
     [
         ({"schema_version": 2, "type": "SetAccounts", "target": "Patient/p1"}, 400, "schema_version"),
-        ({"schema_version": 1, "type": "SetAccounts", "target": "Patient/p1", "accounts": ["nope"]}, 400,
-         "accounts"),
+        (
+            {"schema_version": 1, "type": "SetAccounts", "target": "Patient/p1", "accounts": ["nope"]},
+            400,
+            "accounts",
+        ),
         ({"schema_version": 1, "type": "SetAccounts", "target": "Patient/ghost"}, 404, "does not exist"),
     ],
 )
 async def test_commands_with_a_usable_id_get_a_failed_result_and_an_errored_job(
-    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed, payload: dict[str, Any], status: int,
+    settings: Settings,
+    db: AsyncDatabase[dict[str, Any]],
+    seed: Seed,
+    payload: dict[str, Any],
+    status: int,
     diagnostics: str,
 ) -> None:
     await seed(*patient_with_members("p1", 2))
     command_id = str(uuid.uuid4())
     async with roles(settings, "planner", "aggregator"):
-        await send_raw(settings, settings.topics.commands, json.dumps({**payload, "command_id": command_id}).encode())
+        await send_raw(
+            settings, settings.topics.commands, json.dumps({**payload, "command_id": command_id}).encode()
+        )
         job = await wait_job(db, command_id, ("error",))
     assert job["http_status"] == status
     assert diagnostics in job["outcome"]["issue"][0]["diagnostics"]
-    results = [decode("results", r.value) for r in await read_topic(settings.kafka_bootstrap_servers,
-                                                                   settings.topics.results)]
+    results = [
+        decode("results", r.value)
+        for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
+    ]
     assert [type(e) for e in results] == [CommandFailed, CommandFinished]
     assert results[1].status == "error" and results[1].outcome == job["outcome"]
     assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []

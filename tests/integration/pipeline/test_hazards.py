@@ -22,20 +22,28 @@ pytestmark = pytest.mark.integration
 
 
 def command(target: str, *accounts: str, propagate: bool = True) -> SetAccountsCommand:
-    return SetAccountsCommand(command_id=str(uuid.uuid4()), target=target, accounts=list(accounts),
-                              propagate=propagate, requested_by="test")
+    return SetAccountsCommand(
+        command_id=str(uuid.uuid4()),
+        target=target,
+        accounts=list(accounts),
+        propagate=propagate,
+        requested_by="test",
+    )
 
 
 async def versions(db: AsyncDatabase[dict[str, Any]]) -> dict[str, str]:
-    return {d["_id"]: d["resource"]["meta"]["versionId"]
-            async for d in db.resources.find({"deleted": False})}
+    return {d["_id"]: d["resource"]["meta"]["versionId"] async for d in db.resources.find({"deleted": False})}
 
 
 async def rewind_group(settings: Settings, role: str, topic: str) -> None:
     """Forget a group's committed offsets: what a crash between the writes and the commit leaves behind."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
-                                group_id=settings.group(role), enable_auto_commit=False,
-                                session_timeout_ms=settings.kafka_session_timeout_ms)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.group(role),
+        enable_auto_commit=False,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+    )
     await consumer.start()
     try:
         while not consumer.assignment():  # join the group: the broker takes commits from members only
@@ -47,14 +55,18 @@ async def rewind_group(settings: Settings, role: str, topic: str) -> None:
 
 async def caught_up(settings: Settings, role: str, topic: str, timeout: float = 60) -> None:
     """Wait until a group has committed every record of the topic (it re-processed what was rewound)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                                group_id=settings.group(role), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.group(role),
+        enable_auto_commit=False,
+    )
     await consumer.start()  # never subscribes: it only reads the group's committed offsets
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
-            ends = await consumer.end_offsets([TopicPartition(topic, p)
-                                               for p in await partitions_of(consumer, topic)])
+            ends = await consumer.end_offsets(
+                [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+            )
             behind = [tp for tp, end in ends.items() if (await consumer.committed(tp) or 0) < end]
             if not behind:
                 return
@@ -86,8 +98,10 @@ async def test_redelivered_batches_change_nothing_and_inflate_no_count(
     job = await wait_job(db, first.command_id)
     assert (job["resources_updated"], job["resources_changed"]) == (301, 301)
     assert await versions(db) == before
-    replayed = [decode("results", r.value) for r in await read_topic(settings.kafka_bootstrap_servers,
-                                                                    settings.topics.results)]
+    replayed = [
+        decode("results", r.value)
+        for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
+    ]
     assert len(replayed) > results_before, "the batches were not redelivered"
 
 
@@ -141,13 +155,30 @@ async def test_two_commands_in_quick_succession_apply_in_order(
 async def test_shared_member_keeps_an_account_another_patient_still_holds(
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
 ) -> None:
-    await seed({"resourceType": "Patient", "id": "p1"}, {"resourceType": "Patient", "id": "p2"},
-               {"resourceType": "Observation", "id": "shared", "status": "final", "code": {"text": "x"},
-                "subject": {"reference": "Patient/p1"}, "performer": [{"reference": "Patient/p2"}]},
-               {"resourceType": "Observation", "id": "own2", "status": "final", "code": {"text": "x"},
-                "subject": {"reference": "Patient/p2"}})
-    steps = [command("Patient/p1", "Organization/a"), command("Patient/p2", "Organization/a", "Organization/b"),
-             command("Patient/p2")]
+    await seed(
+        {"resourceType": "Patient", "id": "p1"},
+        {"resourceType": "Patient", "id": "p2"},
+        {
+            "resourceType": "Observation",
+            "id": "shared",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"},
+            "performer": [{"reference": "Patient/p2"}],
+        },
+        {
+            "resourceType": "Observation",
+            "id": "own2",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "Patient/p2"},
+        },
+    )
+    steps = [
+        command("Patient/p1", "Organization/a"),
+        command("Patient/p2", "Organization/a", "Organization/b"),
+        command("Patient/p2"),
+    ]
     async with roles(settings, "planner", "applier", "aggregator"):
         for step in steps:
             await send_command(settings, step)
@@ -158,4 +189,7 @@ async def test_shared_member_keeps_an_account_another_patient_still_holds(
     shared = await db.resources.find_one({"_id": "Observation/shared"})
     assert shared is not None
     assert [c["reference"] for c in shared["resource"]["meta"]["compartment"]] == [
-        "Patient/p1", "Patient/p2", "Organization/a"]
+        "Patient/p1",
+        "Patient/p2",
+        "Organization/a",
+    ]

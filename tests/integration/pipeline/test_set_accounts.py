@@ -14,7 +14,9 @@ pytestmark = pytest.mark.integration
 
 
 def params(*accounts: str, propagate: bool | None = None) -> dict[str, Any]:
-    parameter: list[dict[str, Any]] = [{"name": "accounts", "valueReference": {"reference": a}} for a in accounts]
+    parameter: list[dict[str, Any]] = [
+        {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
+    ]
     if propagate is not None:
         parameter.append({"name": "propagate", "valueBoolean": propagate})
     return {"resourceType": "Parameters", "parameter": parameter}

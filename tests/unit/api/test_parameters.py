@@ -15,8 +15,14 @@ def body(*params: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_accounts_deduplicated_in_order_and_propagate_defaults_to_false() -> None:
-    parsed = parse_input(body(*({"name": "accounts", "valueReference": {"reference": r}}
-                               for r in ("Organization/b", "Organization/a", "Organization/b"))))
+    parsed = parse_input(
+        body(
+            *(
+                {"name": "accounts", "valueReference": {"reference": r}}
+                for r in ("Organization/b", "Organization/a", "Organization/b")
+            )
+        )
+    )
     assert parsed.accounts == ["Organization/b", "Organization/a"]
     assert parsed.propagate is False
 
@@ -25,16 +31,21 @@ def test_no_parameters_clears_accounts() -> None:
     assert parse_input({"resourceType": "Parameters"}).accounts == []
 
 
-@pytest.mark.parametrize("bad", [
-    None, [], {"resourceType": "Bundle"},
-    body({"name": "accounts", "valueReference": {"reference": "Organization"}}),
-    body({"name": "accounts", "valueReference": {"reference": "http://x/Organization/1"}}),
-    body({"name": "accounts", "valueReference": {"display": "no reference"}}),
-    body({"name": "propagate", "valueBoolean": True}, {"name": "propagate", "valueBoolean": False}),
-    body({"name": "propagate", "valueString": "true"}),
-    body({"name": "other"}),
-    {"resourceType": "Parameters", "parameter": {"name": "accounts"}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        {"resourceType": "Bundle"},
+        body({"name": "accounts", "valueReference": {"reference": "Organization"}}),
+        body({"name": "accounts", "valueReference": {"reference": "http://x/Organization/1"}}),
+        body({"name": "accounts", "valueReference": {"display": "no reference"}}),
+        body({"name": "propagate", "valueBoolean": True}, {"name": "propagate", "valueBoolean": False}),
+        body({"name": "propagate", "valueString": "true"}),
+        body({"name": "other"}),
+        {"resourceType": "Parameters", "parameter": {"name": "accounts"}},
+    ],
+)
 def test_bad_input_is_a_400_with_a_reason(bad: Any) -> None:
     with pytest.raises(FhirError) as error:
         parse_input(bad)
@@ -42,5 +53,10 @@ def test_bad_input_is_a_400_with_a_reason(bad: Any) -> None:
 
 
 def test_output_shape() -> None:
-    assert output(3, 1) == {"resourceType": "Parameters", "parameter": [
-        {"name": "resourcesUpdated", "valueInteger": 3}, {"name": "resourcesChanged", "valueInteger": 1}]}
+    assert output(3, 1) == {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "resourcesUpdated", "valueInteger": 3},
+            {"name": "resourcesChanged", "valueInteger": 1},
+        ],
+    }

@@ -15,9 +15,18 @@ MEMBERS = [f"Observation/m{i:03d}" for i in range(40)]
 
 
 def planned(expected: int, partitions: list[int]) -> CommandPlanned:
-    return CommandPlanned(command_id="c1", target="Patient/p", target_seq=1, accounts_before=[],
-                          accounts_after=["Organization/a"], propagate=True, target_changed=True,
-                          expected=expected, partitions=partitions, requested_at=datetime.now(UTC))
+    return CommandPlanned(
+        command_id="c1",
+        target="Patient/p",
+        target_seq=1,
+        accounts_before=[],
+        accounts_after=["Organization/a"],
+        propagate=True,
+        target_changed=True,
+        expected=expected,
+        partitions=partitions,
+        requested_at=datetime.now(UTC),
+    )
 
 
 def batches(assignment: dict[str, int], outcome: dict[str, Outcome], size: int) -> list[BatchApplied]:
@@ -26,9 +35,10 @@ def batches(assignment: dict[str, int], outcome: dict[str, Outcome], size: int) 
     for partition in sorted(set(assignment.values())):
         members = sorted(m for m, p in assignment.items() if p == partition)
         for start in range(0, len(members), size):
-            chunk = members[start:start + size]
-            events.append(BatchApplied(command_id="c1", partition=partition,
-                                       entries=[(m, outcome[m]) for m in chunk]))
+            chunk = members[start : start + size]
+            events.append(
+                BatchApplied(command_id="c1", partition=partition, entries=[(m, outcome[m]) for m in chunk])
+            )
     return events
 
 
@@ -39,8 +49,11 @@ def run(job: dict[str, Any], events: list[Any]) -> dict[str, Any]:
 def test_clean_run_counts_target_and_members_and_completes() -> None:
     assignment = {m: i % 3 for i, m in enumerate(MEMBERS)}
     outcome = {m: Outcome.CHANGED if i % 4 else Outcome.UNCHANGED for i, m in enumerate(MEMBERS)}
-    events = [planned(40, [0, 1, 2]), *batches(assignment, outcome, 7), *(
-        PartitionDone(command_id="c1", partition=p) for p in (0, 1, 2))]
+    events = [
+        planned(40, [0, 1, 2]),
+        *batches(assignment, outcome, 7),
+        *(PartitionDone(command_id="c1", partition=p) for p in (0, 1, 2)),
+    ]
     job = run({"_id": "c1", "status": "applying"}, events)
     assert job["status"] == "completed"
     assert job["resources_updated"] == 41
@@ -48,15 +61,26 @@ def test_clean_run_counts_target_and_members_and_completes() -> None:
 
 
 def test_not_complete_until_every_partition_is_done() -> None:
-    job = run({"_id": "c1", "status": "applying"}, [planned(0, [0, 1]), PartitionDone(command_id="c1", partition=0)])
+    job = run(
+        {"_id": "c1", "status": "applying"}, [planned(0, [0, 1]), PartitionDone(command_id="c1", partition=0)]
+    )
     assert job["status"] == "applying"
     job = run(job, [PartitionDone(command_id="c1", partition=1)])
     assert job["status"] == "completed" and job["resources_updated"] == 1
 
 
 def test_gone_and_cancelled_members_are_not_counted() -> None:
-    events = [BatchApplied(command_id="c1", partition=0, entries=[
-        ("Observation/a", Outcome.GONE), ("Observation/b", Outcome.CANCELLED), ("Observation/c", Outcome.CHANGED)])]
+    events = [
+        BatchApplied(
+            command_id="c1",
+            partition=0,
+            entries=[
+                ("Observation/a", Outcome.GONE),
+                ("Observation/b", Outcome.CANCELLED),
+                ("Observation/c", Outcome.CHANGED),
+            ],
+        )
+    ]
     job = run({"_id": "c1", "status": "applying", "target_written": True}, events)
     assert (job["processed"], job["resources_updated"], job["resources_changed"]) == (1, 2, 1)
 
@@ -73,10 +97,13 @@ def test_a_failure_ends_the_job_with_its_outcome() -> None:
     partitions=st.integers(min_value=1, max_value=4),
     size=st.integers(min_value=1, max_value=9),
 )
-def test_redelivery_replans_and_zombies_never_change_the_counts(data: st.DataObject, partitions: int,
-                                                                size: int) -> None:
+def test_redelivery_replans_and_zombies_never_change_the_counts(
+    data: st.DataObject, partitions: int, size: int
+) -> None:
     assignment = {m: data.draw(st.integers(0, partitions - 1)) for m in MEMBERS}
-    outcome = {m: data.draw(st.sampled_from([Outcome.CHANGED, Outcome.UNCHANGED, Outcome.GONE])) for m in MEMBERS}
+    outcome = {
+        m: data.draw(st.sampled_from([Outcome.CHANGED, Outcome.UNCHANGED, Outcome.GONE])) for m in MEMBERS
+    }
     clean = batches(assignment, outcome, size)
     expected = run({"_id": "c1", "status": "applying"}, clean)
     # Any partition's stream may be repeated from any earlier point (redelivery after a lost commit, a
@@ -86,9 +113,12 @@ def test_redelivery_replans_and_zombies_never_change_the_counts(data: st.DataObj
         noisy.append(event)
         if data.draw(st.booleans()):
             earlier = [e for e in noisy if e.partition == event.partition]
-            noisy.extend(earlier[data.draw(st.integers(0, len(earlier) - 1)):])
+            noisy.extend(earlier[data.draw(st.integers(0, len(earlier) - 1)) :])
     # The fold is applied in several steps, as the consumer sees several polls.
     job: dict[str, Any] = {"_id": "c1", "status": "applying"}
     cut = data.draw(st.integers(0, len(noisy)))
     job = run(run(job, noisy[:cut]), noisy[cut:])
-    assert (job["processed"], job["resources_changed"]) == (expected["processed"], expected["resources_changed"])
+    assert (job["processed"], job["resources_changed"]) == (
+        expected["processed"],
+        expected["resources_changed"],
+    )

@@ -12,35 +12,58 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_members_gain_target_accounts_and_keep_their_own() -> None:
-    assert member_accounts(["Organization/own"], ["Organization/a"], [], []) == ["Organization/own", "Organization/a"]
+    assert member_accounts(["Organization/own"], ["Organization/a"], [], []) == [
+        "Organization/own",
+        "Organization/a",
+    ]
 
 
 def test_accounts_given_up_are_removed_unless_another_patient_holds_them() -> None:
     current = ["Organization/a", "Organization/b", "Organization/own"]
     assert member_accounts(current, [], ["Organization/a", "Organization/b"], ["Organization/b"]) == [
-        "Organization/b", "Organization/own"]
+        "Organization/b",
+        "Organization/own",
+    ]
 
 
 def test_no_duplicates_and_order_is_stable() -> None:
-    assert member_accounts(["Organization/a"], ["Organization/a", "Organization/b", "Organization/b"], [], []) == [
-        "Organization/a", "Organization/b"]
+    assert member_accounts(
+        ["Organization/a"], ["Organization/a", "Organization/b", "Organization/b"], [], []
+    ) == ["Organization/a", "Organization/b"]
 
 
 def document() -> dict:  # type: ignore[type-arg]
-    return prepare_write({"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
-                          "subject": {"reference": "Patient/p1"}}, None, NOW).document
+    return prepare_write(
+        {
+            "resourceType": "Observation",
+            "id": "o1",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"},
+        },
+        None,
+        NOW,
+    ).document
 
 
 def test_applying_the_same_command_twice_is_one_effect_and_reports_the_first_outcome() -> None:
-    first = apply_accounts(document(), ["Organization/a"], target="Patient/p1", seq=1, command_id="c1", now=NOW)
+    first = apply_accounts(
+        document(), ["Organization/a"], target="Patient/p1", seq=1, command_id="c1", now=NOW
+    )
     assert first.changed and first.write and first.document["version"] == 2
-    again = apply_accounts(first.document, ["Organization/a"], target="Patient/p1", seq=1, command_id="c1", now=NOW)
+    again = apply_accounts(
+        first.document, ["Organization/a"], target="Patient/p1", seq=1, command_id="c1", now=NOW
+    )
     assert again.changed and not again.write and again.document is first.document
 
 
 def test_an_older_command_never_undoes_a_newer_one() -> None:
-    newer = apply_accounts(document(), ["Organization/b"], target="Patient/p1", seq=2, command_id="c2", now=NOW)
-    older = apply_accounts(newer.document, ["Organization/a"], target="Patient/p1", seq=1, command_id="c1", now=NOW)
+    newer = apply_accounts(
+        document(), ["Organization/b"], target="Patient/p1", seq=2, command_id="c2", now=NOW
+    )
+    older = apply_accounts(
+        newer.document, ["Organization/a"], target="Patient/p1", seq=1, command_id="c1", now=NOW
+    )
     assert not older.write and not older.changed
     assert older.document["resource"]["meta"]["accounts"] == [{"reference": "Organization/b"}]
 
@@ -55,5 +78,7 @@ def test_unchanged_content_writes_only_the_mark_and_makes_no_version() -> None:
 
 def test_marks_of_other_targets_are_kept() -> None:
     one = apply_accounts(document(), ["Organization/a"], target="Patient/p1", seq=1, command_id="c1", now=NOW)
-    two = apply_accounts(one.document, ["Organization/a"], target="Patient/p2", seq=1, command_id="c9", now=NOW)
+    two = apply_accounts(
+        one.document, ["Organization/a"], target="Patient/p2", seq=1, command_id="c9", now=NOW
+    )
     assert {m["t"] for m in two.document["marks"]} == {"Patient/p1", "Patient/p2"}

@@ -29,7 +29,10 @@ async def job_status(command_id: str, request: Request, db: DbDep, settings: Set
 
 @router.delete("/job/{command_id}/status")
 async def cancel_job(
-    command_id: str, db: DbDep, producer: ProducerDep, settings: SettingsDep,
+    command_id: str,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
     x_requested_by: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
     """Cancel at any time: the planner and applier stop within one batch; finished jobs stay as they are."""
@@ -39,7 +42,11 @@ async def cancel_job(
         raise not_found(f"job {command_id}")
     if job["status"] != Status.CANCELLED:
         raise FhirError(409, "conflict", f"job {command_id} already ended with status {job['status']}")
-    await publish(producer, settings.topics.results, command_id, CancelRequested(
-        command_id=command_id, requested_at=datetime.now(UTC), requested_by=x_requested_by))
+    await publish(
+        producer,
+        settings.topics.results,
+        command_id,
+        CancelRequested(command_id=command_id, requested_at=datetime.now(UTC), requested_by=x_requested_by),
+    )
     body = operation_outcome("informational", f"job {command_id} cancelled", severity="information")
     return fhir(body, 202)

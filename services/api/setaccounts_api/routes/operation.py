@@ -69,7 +69,10 @@ async def set_accounts(
         raise FhirError(410, "deleted", f"{target} was deleted")
 
     command = SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target=target, accounts=params.accounts, propagate=params.propagate,
+        command_id=str(uuid.uuid4()),
+        target=target,
+        accounts=params.accounts,
+        propagate=params.propagate,
         requested_by=x_requested_by or (request.client.host if request.client else None),
     )
     jobs = JobStore(db)
@@ -78,8 +81,9 @@ async def set_accounts(
         await publish(producer, settings.topics.commands, command.target, command)
     except Exception as exc:
         await jobs.update(command.command_id, {"status": Status.ERROR.value, "http_status": 503})
-        raise FhirError(503, "transient", f"could not publish the command: {type(exc).__name__}",
-                        retriable=True) from exc
+        raise FhirError(
+            503, "transient", f"could not publish the command: {type(exc).__name__}", retriable=True
+        ) from exc
 
     url = status_url(request, settings.base_url, command.command_id)
     if prefer and "respond-async" in prefer.replace(" ", "").lower().split(","):

@@ -29,20 +29,31 @@ EXIT_DRIFT = 1
 EXIT_REFUSED = 2
 EXIT_UNREACHABLE = 3
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit the set-accounts command log.",
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Audit the set-accounts command log.",
+    pretty_exceptions_enable=False,
+)
 
 
-async def audit_log(settings: Settings, out: IO[str], *, since: datetime | None = None,
-                    fmt: Format = Format.TABLE, progress: bool | None = None) -> int:
+async def audit_log(
+    settings: Settings,
+    out: IO[str],
+    *,
+    since: datetime | None = None,
+    fmt: Format = Format.TABLE,
+    progress: bool | None = None,
+) -> int:
     """Print one line per command (requested at or after `since`); never writes anything."""
     loaded = await load_history(settings, progress=progress)
     print_log(since_filter(loaded.history.records(), since), fmt, out, loaded.undecodable)
     return 0
 
 
-async def audit_verify(settings: Settings, out: IO[str], *, limit: int = 1000,
-                       progress: bool | None = None) -> int:
+async def audit_verify(
+    settings: Settings, out: IO[str], *, limit: int = 1000, progress: bool | None = None
+) -> int:
     """Check the store against the log; EXIT_DRIFT when anything differs. Never writes anything."""
     loaded = await load_history(settings, progress=progress)
     client = make_client(settings)
@@ -54,8 +65,15 @@ async def audit_verify(settings: Settings, out: IO[str], *, limit: int = 1000,
     return 0 if report.clean else EXIT_DRIFT
 
 
-async def audit_redrive(settings: Settings, out: IO[str], command_id: str, *, by: str = "audit",
-                        force: bool = False, wait_seconds: float = 120.0) -> int:
+async def audit_redrive(
+    settings: Settings,
+    out: IO[str],
+    command_id: str,
+    *,
+    by: str = "audit",
+    force: bool = False,
+    wait_seconds: float = 120.0,
+) -> int:
     """Publish a re-drive of `command_id` and print its final answer; EXIT_REFUSED when unsafe."""
     try:
         command, finished = await redrive(settings, command_id, by=by, force=force, wait_seconds=wait_seconds)
@@ -81,11 +99,15 @@ def _settings(topic_prefix: str | None, database: str | None) -> Settings:
     try:
         base = Settings()
     except ValidationError as exc:
-        typer.echo(f"invalid settings (check the SETACCOUNTS_*, KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI "
-                   f"environment variables):\n{exc}", err=True)
+        typer.echo(
+            f"invalid settings (check the SETACCOUNTS_*, KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI "
+            f"environment variables):\n{exc}",
+            err=True,
+        )
         raise typer.Exit(EXIT_REFUSED) from exc
-    overrides = {k: v for k, v in {"topic_prefix": topic_prefix, "mongodb_database": database}.items()
-                 if v is not None}
+    overrides = {
+        k: v for k, v in {"topic_prefix": topic_prefix, "mongodb_database": database}.items() if v is not None
+    }
     return Settings(**{**base.model_dump(), **overrides}) if overrides else base
 
 
@@ -94,8 +116,11 @@ def _run(settings: Settings, work: Coroutine[Any, Any, int]) -> None:
     try:
         code = asyncio.run(work)
     except (KafkaError, ReplayStalled) as exc:
-        typer.echo(f"Kafka problem at {settings.kafka_bootstrap_servers}: {exc!r}; check "
-                   f"KAFKA_BOOTSTRAP_SERVERS and that the broker is up", err=True)
+        typer.echo(
+            f"Kafka problem at {settings.kafka_bootstrap_servers}: {exc!r}; check "
+            f"KAFKA_BOOTSTRAP_SERVERS and that the broker is up",
+            err=True,
+        )
         raise typer.Exit(EXIT_UNREACHABLE) from exc
     except PyMongoError as exc:
         typer.echo(f"MongoDB problem: {exc}; check MONGODB_URI and that the server is up", err=True)
@@ -112,10 +137,12 @@ Database = Annotated[str | None, typer.Option("--database", help="Override SETAC
 
 @app.command("log")
 def log_command(
-    since: Annotated[str | None, typer.Option(help="Only commands requested at or after this ISO time.")]
-    = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table for people, jsonl or csv for scripts.")]
-    = Format.TABLE,
+    since: Annotated[
+        str | None, typer.Option(help="Only commands requested at or after this ISO time.")
+    ] = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table for people, jsonl or csv for scripts.")
+    ] = Format.TABLE,
     topic_prefix: TopicPrefix = None,
     database: Database = None,
 ) -> None:
@@ -139,8 +166,9 @@ def verify_command(
 def redrive_command(
     command: Annotated[str, typer.Option("--command", help="Id of the command to re-apply.")],
     by: Annotated[str, typer.Option("--by", help="Recorded as requested_by.")] = "audit",
-    force: Annotated[bool, typer.Option(help="Re-drive even if newer commands for the target exist.")]
-    = False,
+    force: Annotated[
+        bool, typer.Option(help="Re-drive even if newer commands for the target exist.")
+    ] = False,
     wait: Annotated[float, typer.Option(help="Seconds to wait for the CommandFinished.")] = 120.0,
     topic_prefix: TopicPrefix = None,
     database: Database = None,

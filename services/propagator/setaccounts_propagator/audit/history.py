@@ -95,8 +95,9 @@ class History:
     def records(self) -> list[CommandRecord]:
         """One record per command, in event-time order (`requested_at`, then position)."""
         built = [self._record(cid) for cid in self.commands.keys() | self.results.keys()]
-        return sorted((r for r in built if r is not None),
-                      key=lambda r: (r.requested_at, r.log_order[1], r.command_id))
+        return sorted(
+            (r for r in built if r is not None), key=lambda r: (r.requested_at, r.log_order[1], r.command_id)
+        )
 
     def _record(self, command_id: str) -> CommandRecord | None:
         state = self.results.get(command_id, _Results())
@@ -104,17 +105,27 @@ class History:
         if known is not None:
             command, position = known
             record = CommandRecord(
-                command_id=command_id, target=command.target, accounts_after=list(command.accounts),
-                propagate=command.propagate, requested_at=_utc(command.requested_at),
-                requested_by=command.requested_by, redrive_of=command.redrive_of, position=position,
+                command_id=command_id,
+                target=command.target,
+                accounts_after=list(command.accounts),
+                propagate=command.propagate,
+                requested_at=_utc(command.requested_at),
+                requested_by=command.requested_by,
+                redrive_of=command.redrive_of,
+                position=position,
                 copies=self.copies[command_id],
             )
         elif state.planned is not None:  # the command itself is gone (retention): the plan repeats it
             p = state.planned
             record = CommandRecord(
-                command_id=command_id, target=p.target, accounts_after=list(p.accounts_after),
-                propagate=p.propagate, requested_at=_utc(p.requested_at), requested_by=p.requested_by,
-                redrive_of=p.redrive_of, position=None,
+                command_id=command_id,
+                target=p.target,
+                accounts_after=list(p.accounts_after),
+                propagate=p.propagate,
+                requested_at=_utc(p.requested_at),
+                requested_by=p.requested_by,
+                redrive_of=p.redrive_of,
+                position=None,
             )
         else:
             return None  # results of a command the log cannot describe
@@ -138,8 +149,11 @@ def _with_results(record: CommandRecord, state: _Results) -> CommandRecord:
         changes["cancel_requested_by"] = state.cancel.requested_by or "unknown"
     finished = state.finished
     if finished is not None:
-        changes.update(status=finished.status, resources_updated=finished.resources_updated,
-                       resources_changed=finished.resources_changed)
+        changes.update(
+            status=finished.status,
+            resources_updated=finished.resources_updated,
+            resources_changed=finished.resources_changed,
+        )
         outcome = finished.outcome or (state.failed.outcome if state.failed else None)
         if finished.status == "error":
             changes["diagnostics"] = diagnostics_of(outcome)

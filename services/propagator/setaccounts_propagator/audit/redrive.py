@@ -29,7 +29,7 @@ def choose(records: Sequence[CommandRecord], command_id: str, *, force: bool = F
     if original is None:
         raise RedriveRefused(f"command {command_id} is not in the commands or results topic")
     later = by_target(records)[original.target]
-    newer = later[later.index(original) + 1:]
+    newer = later[later.index(original) + 1 :]
     if newer and not force:
         raise RedriveRefused(
             f"command {command_id} is not the last command for {original.target}: {len(newer)} newer "
@@ -41,13 +41,21 @@ def choose(records: Sequence[CommandRecord], command_id: str, *, force: bool = F
 
 def redrive_command(original: CommandRecord, by: str) -> SetAccountsCommand:
     return SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target=original.target, accounts=list(original.accounts_after),
-        propagate=original.propagate, requested_by=by, redrive_of=original.command_id,
+        command_id=str(uuid.uuid4()),
+        target=original.target,
+        accounts=list(original.accounts_after),
+        propagate=original.propagate,
+        requested_by=by,
+        redrive_of=original.command_id,
     )
 
 
 async def redrive(
-    settings: Settings, command_id: str, *, by: str = "audit", force: bool = False,
+    settings: Settings,
+    command_id: str,
+    *,
+    by: str = "audit",
+    force: bool = False,
     wait_seconds: float = 120.0,
 ) -> tuple[SetAccountsCommand, CommandFinished]:
     """Publish the re-drive and wait for its final answer on the results topic."""

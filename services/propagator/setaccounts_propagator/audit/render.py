@@ -27,9 +27,21 @@ class Format(StrEnum):
     CSV = "csv"
 
 
-FIELDS = ("requested_at", "requested_by", "target", "accounts_before", "accounts_after", "propagate",
-          "expected", "resources_updated", "resources_changed", "status", "diagnostics", "redrive_of",
-          "command_id")
+FIELDS = (
+    "requested_at",
+    "requested_by",
+    "target",
+    "accounts_before",
+    "accounts_after",
+    "propagate",
+    "expected",
+    "resources_updated",
+    "resources_changed",
+    "status",
+    "diagnostics",
+    "redrive_of",
+    "command_id",
+)
 
 
 def as_row(record: CommandRecord) -> dict[str, Any]:
@@ -62,14 +74,14 @@ def _accounts(values: list[str] | None) -> str:
     return "?" if values is None else (", ".join(values) or "∅")
 
 
-def _outcome(record: CommandRecord) -> str:
+def _outcome(record: CommandRecord, sep: str = "\n") -> str:
     if record.status == "error":
         text = f"[red]error[/]: {escape(record.diagnostics or '')}"
     elif record.status == "cancelled":
         text = f"[yellow]cancelled[/] by {escape(record.cancel_requested_by or 'unknown')}"
     else:
         text = "[green]completed[/]" if record.status == "completed" else "[dim]pending[/]"
-    return text + (f"\nre-drive of {record.redrive_of}" if record.redrive_of else "")
+    return text + (f"{sep}re-drive of {record.redrive_of}" if record.redrive_of else "")
 
 
 def _count(value: int | None) -> str:
@@ -94,45 +106,85 @@ def print_log(records: Sequence[CommandRecord], fmt: Format, out: IO[str], undec
     else:  # a narrow terminal: one short block per command reads better than a crushed table
         shown.print(f"set-accounts commands ({len(records)})")
         for r in records:
-            shown.print(f"{r.requested_at:%Y-%m-%d %H:%M:%S} {r.target} {_outcome(r)} "
-                        f"updated={_count(r.resources_updated)} changed={_count(r.resources_changed)}")
-            shown.print(escape(f"    by {r.requested_by or '-'}; {_accounts(r.accounts_before)} → "
-                               f"{_accounts(r.accounts_after)}; propagate {'yes' if r.propagate else 'no'}; "
-                               f"members {_count(r.expected)}; command {r.command_id}"))
+            shown.print(
+                f"{r.requested_at:%Y-%m-%d %H:%M:%S} {r.target} {_outcome(r, ', ')} "
+                f"updated={_count(r.resources_updated)} changed={_count(r.resources_changed)}"
+            )
+            shown.print(
+                escape(
+                    f"    by {r.requested_by or '-'}; {_accounts(r.accounts_before)} → "
+                    f"{_accounts(r.accounts_after)}; propagate {'yes' if r.propagate else 'no'}; "
+                    f"members {_count(r.expected)}; command {r.command_id}"
+                )
+            )
     if undecodable:
-        shown.print(f"[yellow]{undecodable} record(s) could not be decoded[/] "
-                    "(the consumers dead-lettered them: they never ran)")
+        shown.print(
+            f"[yellow]{undecodable} record(s) could not be decoded[/] "
+            "(the consumers dead-lettered them: they never ran)"
+        )
 
 
 def _log_table(records: Sequence[CommandRecord]) -> Table:
     table = Table(title=f"set-accounts commands ({len(records)})", title_justify="left")
-    for name in ("when (UTC)", "by", "target", "accounts before → after", "prop", "members", "updated",
-                 "changed", "outcome (re-drive of)", "command"):
+    for name in (
+        "when (UTC)",
+        "by",
+        "target",
+        "accounts before → after",
+        "prop",
+        "members",
+        "updated",
+        "changed",
+        "outcome (re-drive of)",
+        "command",
+    ):
         table.add_column(name, overflow="fold")
     for r in records:
-        table.add_row(r.requested_at.strftime("%Y-%m-%d %H:%M:%S"), escape(r.requested_by or "-"), r.target,
-                      escape(f"{_accounts(r.accounts_before)} → {_accounts(r.accounts_after)}"),
-                      "yes" if r.propagate else "no", _count(r.expected), _count(r.resources_updated),
-                      _count(r.resources_changed), _outcome(r), r.command_id)
+        table.add_row(
+            r.requested_at.strftime("%Y-%m-%d %H:%M:%S"),
+            escape(r.requested_by or "-"),
+            r.target,
+            escape(f"{_accounts(r.accounts_before)} → {_accounts(r.accounts_after)}"),
+            "yes" if r.propagate else "no",
+            _count(r.expected),
+            _count(r.resources_updated),
+            _count(r.resources_changed),
+            _outcome(r),
+            r.command_id,
+        )
     return table
 
 
 def print_report(report: Report, out: IO[str]) -> None:
     shown = console(out)
-    shown.print(f"checked {report.resources} resources: {report.targets_checked} targets, "
-                f"{report.members_checked} members of propagated targets")
+    shown.print(
+        f"checked {report.resources} resources: {report.targets_checked} targets, "
+        f"{report.members_checked} members of propagated targets"
+    )
     for ref in report.deleted_targets:
         shown.print(f"[dim]skipped {escape(ref)}: deleted after its commands[/]")
     if report.clean:
         shown.print("[green]no drift[/]: the store matches the command log")
         return
     table = Table(title=f"drift ({report.drift_count})", title_justify="left")
-    for name, min_width in (("kind", 15), ("resource", 16), ("expected", 16), ("found", 16), ("command", 12),
-                            ("note", 16)):
+    for name, min_width in (
+        ("kind", 15),
+        ("resource", 16),
+        ("expected", 16),
+        ("found", 16),
+        ("command", 12),
+        ("note", 16),
+    ):
         table.add_column(name, min_width=min_width, overflow="fold")
     for d in report.drifts:
-        table.add_row(d.kind, d.ref, escape(_accounts(d.expected)), escape(_accounts(d.found)),
-                      d.command_id or "", escape(d.note))
+        table.add_row(
+            d.kind,
+            d.ref,
+            escape(_accounts(d.expected)),
+            escape(_accounts(d.found)),
+            d.command_id or "",
+            escape(d.note),
+        )
     shown.print(table)
     if report.drift_count > len(report.drifts):
         shown.print(f"... and {report.drift_count - len(report.drifts)} more (raise --limit to list them)")
@@ -141,9 +193,15 @@ def print_report(report: Report, out: IO[str]) -> None:
 def print_redrive(command: SetAccountsCommand, finished: CommandFinished, out: IO[str]) -> None:
     shown = console(out)
     propagate = "yes" if command.propagate else "no"
-    shown.print(escape(f"re-drive {command.command_id} of {command.redrive_of}: {command.target} "
-                       f"→ {_accounts(list(command.accounts))} (propagate: {propagate})"))
-    shown.print(f"finished: {finished.status}, resourcesUpdated={finished.resources_updated}, "
-                f"resourcesChanged={finished.resources_changed}")
+    shown.print(
+        escape(
+            f"re-drive {command.command_id} of {command.redrive_of}: {command.target} "
+            f"→ {_accounts(list(command.accounts))} (propagate: {propagate})"
+        )
+    )
+    shown.print(
+        f"finished: {finished.status}, resourcesUpdated={finished.resources_updated}, "
+        f"resourcesChanged={finished.resources_changed}"
+    )
     if finished.outcome:
         shown.print(escape(json.dumps(finished.outcome, sort_keys=True)))

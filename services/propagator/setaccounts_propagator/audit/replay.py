@@ -108,8 +108,14 @@ def _bar(topic: str, total: int, show: bool) -> Iterator[Callable[[int], None]]:
     if not show:
         yield lambda _n: None
         return
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
     with progress:
         task = progress.add_task(f"reading {topic}", total=total)
         yield lambda n: progress.advance(task, n)
@@ -171,8 +177,10 @@ async def watch_results(settings: Settings) -> AsyncIterator[WaitForFinish]:
                     for record in records:
                         if record.key == key and _header(record, "event-type") == "CommandFinished":
                             return CommandFinished.model_validate_json(record.value or b"")
-            raise TimeoutError(f"no CommandFinished for {command_id} within {within:.0f}s; "
-                               f"the propagator may be down or busy: check `audit log` later")
+            raise TimeoutError(
+                f"no CommandFinished for {command_id} within {within:.0f}s; "
+                f"the propagator may be down or busy: check `audit log` later"
+            )
 
         yield wait
     finally:

@@ -79,25 +79,57 @@ def check_resource(document: Document, expect: Expectations) -> list[Drift]:
     drifts: list[Drift] = []
     rule = expect.targets.get(ref)
     if rule is not None and tuple(accounts) not in rule.allowed:
-        drifts.append(Drift("target-accounts", ref, list(rule.allowed[-1]), accounts, rule.command_ids[-1],
-                            "" if len(rule.allowed) == 1 else
-                            f"any of {[list(a) for a in rule.allowed]} is accepted"))
+        drifts.append(
+            Drift(
+                "target-accounts",
+                ref,
+                list(rule.allowed[-1]),
+                accounts,
+                rule.command_ids[-1],
+                "" if len(rule.allowed) == 1 else f"any of {[list(a) for a in rule.allowed]} is accepted",
+            )
+        )
     for key in document.get("members_of") or ():
         required = expect.members.get(key) if key != ref else None
         if required is not None and not required[1] <= set(accounts):
-            drifts.append(Drift("member-accounts", ref, sorted(required[1]), accounts, required[0],
-                                f"member of {key}; missing {sorted(required[1] - set(accounts))}"))
+            drifts.append(
+                Drift(
+                    "member-accounts",
+                    ref,
+                    sorted(required[1]),
+                    accounts,
+                    required[0],
+                    f"member of {key}; missing {sorted(required[1] - set(accounts))}",
+                )
+            )
     members_of = compartments_of(content_of(resource))
     compartment = list(dict.fromkeys(members_of + accounts))
-    found = [e.get("reference") for e in (resource.get("meta") or {}).get("compartment") or []
-             if isinstance(e, dict)]
+    found = [
+        e.get("reference")
+        for e in (resource.get("meta") or {}).get("compartment") or []
+        if isinstance(e, dict)
+    ]
     if found != compartment:
-        drifts.append(Drift("compartment", ref, compartment, [str(f) for f in found],
-                            note="meta.compartment must be compartments_of(resource) + meta.accounts"))
+        drifts.append(
+            Drift(
+                "compartment",
+                ref,
+                compartment,
+                [str(f) for f in found],
+                note="meta.compartment must be compartments_of(resource) + meta.accounts",
+            )
+        )
     indexed = list(document.get("compartments") or [])
     if list(document.get("members_of") or []) != members_of or indexed != compartment:
-        drifts.append(Drift("index", ref, compartment, indexed,
-                            note="internal members_of/compartments fields disagree with the resource"))
+        drifts.append(
+            Drift(
+                "index",
+                ref,
+                compartment,
+                indexed,
+                note="internal members_of/compartments fields disagree with the resource",
+            )
+        )
     return drifts
 
 
@@ -131,8 +163,11 @@ async def verify_store(
     expect = expectations(records)
     report = Report(limit=limit)
     seen_targets: set[str] = set()
-    cursor = db.resources.find({"deleted": {"$ne": True}},
-                               {"resource": 1, "members_of": 1, "compartments": 1}, batch_size=STREAM_BATCH)
+    cursor = db.resources.find(
+        {"deleted": {"$ne": True}},
+        {"resource": 1, "members_of": 1, "compartments": 1},
+        batch_size=STREAM_BATCH,
+    )
     async for document in cursor:
         report.resources += 1
         if document["_id"] in expect.targets:
@@ -145,7 +180,18 @@ async def verify_store(
     if unseen:
         tombstones = {d["_id"] async for d in db.resources.find({"_id": {"$in": unseen}}, {"_id": 1})}
         report.deleted_targets = sorted(tombstones)
-        report.add([Drift("missing-target", t, list(expect.targets[t].allowed[-1]), [],
-                          expect.targets[t].command_ids[-1], "not in the store at all (not even deleted)")
-                    for t in unseen if t not in tombstones])
+        report.add(
+            [
+                Drift(
+                    "missing-target",
+                    t,
+                    list(expect.targets[t].allowed[-1]),
+                    [],
+                    expect.targets[t].command_ids[-1],
+                    "not in the store at all (not even deleted)",
+                )
+                for t in unseen
+                if t not in tombstones
+            ]
+        )
     return report
