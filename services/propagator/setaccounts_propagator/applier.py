@@ -69,7 +69,7 @@ class Applier:
     ) -> list[int]:
         """One read, one bulk write; returns the updates whose members changed meanwhile (to redo)."""
         members = sorted({updates[i].member for i in pending})
-        stored = {d["_id"]: d async for d in self.resources.collection.find({"_id": {"$in": members}})}
+        stored = await self.resources.get_many(members)
         held = await self._patients_accounts(updates, pending, stored)
         current: dict[str, Document] = {}
         touched: dict[str, list[int]] = defaultdict(list)
@@ -109,11 +109,11 @@ class Applier:
 
     async def _unwritten(self, current: dict[str, Document], touched: dict[str, list[int]]) -> list[int]:
         """Updates whose guarded write did not land: the stored version is not the one written."""
-        found = self.resources.collection.find({"_id": {"$in": list(current)}}, {"version": 1, "marks": 1})
+        found = await self.resources.get_many(current, projection={"version": 1, "marks": 1})
         landed = {
-            d["_id"]
-            for d in [d async for d in found]
-            if d["version"] == current[d["_id"]]["version"] and d.get("marks") == current[d["_id"]]["marks"]
+            ref
+            for ref, doc in found.items()
+            if doc["version"] == current[ref]["version"] and doc.get("marks") == current[ref]["marks"]
         }
         redo = sorted(i for m, idx in touched.items() if m not in landed for i in idx)
         log.info("members changed meanwhile; applying again", count=len(redo))
@@ -132,10 +132,8 @@ class Applier:
         }
         if not patients:
             return {}
-        found = self.resources.collection.find(
-            {"_id": {"$in": sorted(patients)}, "deleted": False}, {"resource.meta.accounts": 1}
-        )
-        return {d["_id"]: accounts_of(d.get("resource") or {}) async for d in found}
+        found = await self.resources.get_many(sorted(patients), projection={"resource.meta.accounts": 1})
+        return {ref: accounts_of(doc.get("resource") or {}) for ref, doc in found.items()}
 
     async def _report(self, items: Sequence[Item], applied: list[tuple[int, MemberUpdate, Outcome]]) -> None:
         """Results per (command, partition) in offset order, then end-of-command markers, all acknowledged."""
