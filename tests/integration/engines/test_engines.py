@@ -1,0 +1,40 @@
+"""Engine resolution order and the errors a person sees when an engine cannot start."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from setaccounts.engines import EngineError, engines, start_tansu
+
+pytestmark = pytest.mark.integration
+
+
+def test_servers_from_the_environment_win_and_nothing_is_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.example:9092")
+    monkeypatch.setenv("MONGODB_URI", "mongodb://mongo.example:27017")
+    with engines() as found:
+        assert (found.kind, found.kafka_bootstrap_servers, found.mongodb_uri) == (
+            "environment",
+            "kafka.example:9092",
+            "mongodb://mongo.example:27017",
+        )
+
+
+def test_only_one_server_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.example:9092")
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    with pytest.raises(EngineError, match="both"), engines():
+        pass
+
+
+def test_busy_port_is_reported_even_though_tansu_exits_0(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(EngineError) as error:
+            start_tansu(tmp_path, port=port)
+    assert "port busy" in str(error.value) or "did not listen" in str(error.value)
