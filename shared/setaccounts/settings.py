@@ -55,6 +55,7 @@ class Settings(BaseSettings):
         10_000, ge=1000, description="Consumer session timeout; a group join waits about half of it."
     )
     max_retries: int = Field(5, ge=0, description="Retries of a failing batch before dead-lettering it.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Propagator /metrics port; 0 = off.")
     log_level: str = Field("INFO", description="Log level name.")
     log_json: bool = Field(False, description="Log JSON lines instead of console text.")
 

@@ -11,6 +11,7 @@ import typer
 
 from setaccounts.kafka import create_topics
 from setaccounts.logs import configure_logging
+from setaccounts.metrics import serve as serve_metrics
 from setaccounts.settings import Settings
 from setaccounts_propagator.bootstrap import ROLES, run
 
@@ -33,6 +34,7 @@ def run_command(
     """Consume until SIGINT/SIGTERM, then finish the current batch and stop."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
+    serve_metrics(settings.metrics_port)
     names = list(ROLES) if not role or RoleChoice.ALL in role else [r.value for r in role]
 
     async def main() -> None:

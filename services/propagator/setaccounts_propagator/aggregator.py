@@ -30,6 +30,7 @@ from setaccounts.events import (
     headers_for,
 )
 from setaccounts.jobs import TERMINAL, JobStore, Status
+from setaccounts.metrics import JOBS_FINISHED
 from setaccounts.settings import Settings
 from setaccounts_propagator.consumer import Item
 
@@ -144,6 +145,7 @@ class Aggregator:
             resources_changed=fields["resources_changed"],
             outcome=fields.get("outcome", job.get("outcome")) if status == Status.ERROR else None,
         )
+        JOBS_FINISHED.labels(status).inc()
         await self.producer.send_and_wait(
             self.settings.topics.results, encode(event), key=command_id.encode(), headers=headers_for(event)
         )

@@ -27,6 +27,7 @@ from setaccounts.events import (
     headers_for,
 )
 from setaccounts.jobs import JobStore
+from setaccounts.metrics import MEMBER_UPDATES
 from setaccounts.settings import Settings
 from setaccounts.store.accounts import member_accounts
 from setaccounts.store.marks import Applied, apply_accounts, write_op
@@ -51,6 +52,8 @@ class Applier:
     async def __call__(self, items: Sequence[Item]) -> None:
         updates = [(i.record.partition, i.event) for i in items if isinstance(i.event, MemberUpdate)]
         outcomes = await self.apply([u for _, u in updates]) if updates else []
+        for outcome in outcomes:
+            MEMBER_UPDATES.labels(outcome.value).inc()
         await self._report(items, [(p, u, o) for (p, u), o in zip(updates, outcomes, strict=True)])
 
     async def apply(self, updates: Sequence[MemberUpdate]) -> list[Outcome]:

@@ -17,6 +17,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from setaccounts.events import EventError, decode
 from setaccounts.kafka import dead_letter
+from setaccounts.metrics import BATCH_SECONDS, RECORDS
 
 log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -67,7 +68,8 @@ class ConsumerLoop:
                         await self.on_idle()
                     continue
                 records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
-                await self.process(records)
+                with BATCH_SECONDS.labels(self.role).time():
+                    await self.process(records)
                 await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
         finally:
             await self.consumer.stop()
@@ -82,6 +84,7 @@ class ConsumerLoop:
                     await self._dead_letter(record, str(exc))
         if items:
             await self._handle_with_retries(items)
+        RECORDS.labels(self.role, "handled").inc(len(items))
 
     async def _handle_with_retries(self, items: Sequence[Item]) -> None:
         error: Exception | None = None
@@ -113,6 +116,7 @@ class ConsumerLoop:
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         log.error("dead-lettered", role=self.role, reason=reason, **_where_fields(record))
+        RECORDS.labels(self.role, "dead-lettered").inc()
         await dead_letter(self.producer, self.deadletter_topic, record, reason, self.role)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:

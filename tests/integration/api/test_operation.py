@@ -175,3 +175,17 @@ async def test_operation_definition_is_served(api: httpx.AsyncClient) -> None:
         "resourcesUpdated",
         "resourcesChanged",
     }
+
+
+async def test_metrics_count_commands_by_mode(api: httpx.AsyncClient, seed: Seed) -> None:
+    def sample(text: str, mode: str) -> float:
+        line = next(
+            (x for x in text.splitlines() if x.startswith(f'setaccounts_commands_total{{mode="{mode}"}}')), ""
+        )
+        return float(line.split()[-1]) if line else 0.0
+
+    await seed(*patient_with_members("p1", 0))
+    before = sample((await api.get("http://testserver/metrics")).text, "async")
+    await api.post("/Patient/p1/$set-accounts", json=params(), headers={"Prefer": "respond-async"})
+    after = (await api.get("http://testserver/metrics")).text
+    assert sample(after, "async") == before + 1

@@ -1,12 +1,13 @@
-"""Liveness (`/healthz`: the process answers) and readiness (`/readyz`: Kafka and MongoDB answer)."""
+"""Liveness (`/healthz`: the process answers), readiness (`/readyz`: Kafka and MongoDB answer), `/metrics`."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from setaccounts_api.deps import DbDep, ProducerDep
 
@@ -25,6 +26,12 @@ async def _check(coro: Any) -> str:
     except Exception as exc:
         return f"unavailable: {type(exc).__name__}"
     return "ok"
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    """Prometheus metrics of this API process."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz")

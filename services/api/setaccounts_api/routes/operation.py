@@ -16,6 +16,7 @@ from setaccounts.fhir.outcomes import FhirError, invalid, not_found
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 from setaccounts.jobs import TERMINAL, JobStore, Status
 from setaccounts.kafka import publish
+from setaccounts.metrics import COMMANDS
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.answers import accepted, answer, status_path
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
@@ -87,7 +88,9 @@ async def set_accounts(
 
     url = status_url(request, settings.base_url, command.command_id)
     if prefer and "respond-async" in prefer.replace(" ", "").lower().split(","):
+        COMMANDS.labels("async").inc()
         return accepted(job, url)
+    COMMANDS.labels("sync").inc()
     return answer(await _wait(jobs, command.command_id, settings.sync_wait_seconds) or job, url)
 
 
