@@ -18,42 +18,75 @@ from setaccounts.events import (
     SetAccountsCommand,
 )
 from setaccounts.store.meta import prepare_write
-from setaccounts_propagator.audit.history import History, by_target, fold, since
+from setaccounts_propagator.audit.history import History, Rejected, by_target, fold, since
 from setaccounts_propagator.audit.redrive import RedriveRefused, choose, redrive_command
 from setaccounts_propagator.audit.verify import check_resource, expectations
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def command(cid: str, target: str = "Patient/p1", *accounts: str, minutes: int = 0, propagate: bool = True,
-            redrive_of: str | None = None) -> SetAccountsCommand:
-    return SetAccountsCommand(command_id=cid, target=target, accounts=list(accounts), propagate=propagate,
-                              requested_at=T0 + timedelta(minutes=minutes), requested_by="tester",
-                              redrive_of=redrive_of)
+def command(
+    cid: str,
+    target: str = "Patient/p1",
+    *accounts: str,
+    minutes: int = 0,
+    propagate: bool = True,
+    redrive_of: str | None = None,
+) -> SetAccountsCommand:
+    return SetAccountsCommand(
+        command_id=cid,
+        target=target,
+        accounts=list(accounts),
+        propagate=propagate,
+        requested_at=T0 + timedelta(minutes=minutes),
+        requested_by="tester",
+        redrive_of=redrive_of,
+    )
 
 
 def planned(c: SetAccountsCommand, before: list[str], expected: int, seq: int = 1) -> CommandPlanned:
-    return CommandPlanned(command_id=c.command_id, target=c.target, target_seq=seq, accounts_before=before,
-                          accounts_after=list(c.accounts), propagate=c.propagate, target_changed=True,
-                          expected=expected, partitions=[0, 1], requested_at=c.requested_at,
-                          requested_by=c.requested_by, redrive_of=c.redrive_of)
+    return CommandPlanned(
+        command_id=c.command_id,
+        target=c.target,
+        target_seq=seq,
+        accounts_before=before,
+        accounts_after=list(c.accounts),
+        propagate=c.propagate,
+        target_changed=True,
+        expected=expected,
+        partitions=[0, 1],
+        requested_at=c.requested_at,
+        requested_by=c.requested_by,
+        redrive_of=c.redrive_of,
+    )
 
 
-def finished(cid: str, status: str = "completed", updated: int = 0, changed: int = 0,
-             outcome: dict[str, Any] | None = None) -> CommandFinished:
-    return CommandFinished(command_id=cid, status=status, resources_updated=updated,
-                           resources_changed=changed, outcome=outcome)
+def finished(
+    cid: str,
+    status: str = "completed",
+    updated: int = 0,
+    changed: int = 0,
+    outcome: dict[str, Any] | None = None,
+) -> CommandFinished:
+    return CommandFinished(
+        command_id=cid, status=status, resources_updated=updated, resources_changed=changed, outcome=outcome
+    )
 
 
-NOT_FOUND = {"resourceType": "OperationOutcome", "issue": [
-    {"severity": "error", "code": "not-found", "diagnostics": "target Patient/x does not exist"}]}
+NOT_FOUND = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "not-found", "diagnostics": "target Patient/x does not exist"}],
+}
 
 
 def test_a_completed_command_carries_plan_and_final_counts() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    results = [planned(c, ["Organization/o0"], 5),
-               BatchApplied(command_id="c1", partition=0, entries=[("Observation/a", Outcome.CHANGED)]),
-               PartitionDone(command_id="c1", partition=0), finished("c1", updated=6, changed=4)]
+    results = [
+        planned(c, ["Organization/o0"], 5),
+        BatchApplied(command_id="c1", partition=0, entries=[("Observation/a", Outcome.CHANGED)]),
+        PartitionDone(command_id="c1", partition=0),
+        finished("c1", updated=6, changed=4),
+    ]
     [record] = fold([(c, (0, 7))], results)
     assert (record.status, record.resources_updated, record.resources_changed) == ("completed", 6, 4)
     assert record.accounts_before == ["Organization/o0"]
@@ -71,8 +104,13 @@ def test_a_command_without_an_answer_is_pending() -> None:
 
 def test_a_failed_command_shows_the_diagnostics() -> None:
     c = command("c1", "Patient/x", "Organization/o1")
-    [record] = fold([(c, (1, 0))], [CommandFailed(command_id="c1", target="Patient/x", outcome=NOT_FOUND),
-                                    finished("c1", "error", outcome=NOT_FOUND)])
+    [record] = fold(
+        [(c, (1, 0))],
+        [
+            CommandFailed(command_id="c1", target="Patient/x", outcome=NOT_FOUND),
+            finished("c1", "error", outcome=NOT_FOUND),
+        ],
+    )
     assert record.status == "error"
     assert record.diagnostics == "target Patient/x does not exist"
     assert record.accounts_before is None  # never planned
@@ -80,8 +118,13 @@ def test_a_failed_command_shows_the_diagnostics() -> None:
 
 def test_a_cancelled_command_records_who_cancelled() -> None:
     c = command("c1", "Patient/big", "Organization/o1")
-    [record] = fold([(c, (0, 0))], [CancelRequested(command_id="c1", requested_at=T0, requested_by="ops"),
-                                    finished("c1", "cancelled", updated=120, changed=120)])
+    [record] = fold(
+        [(c, (0, 0))],
+        [
+            CancelRequested(command_id="c1", requested_at=T0, requested_by="ops"),
+            finished("c1", "cancelled", updated=120, changed=120),
+        ],
+    )
     assert (record.status, record.cancel_requested_by, record.resources_updated) == ("cancelled", "ops", 120)
 
 
@@ -148,7 +191,11 @@ def test_redrive_chooses_only_the_last_command_of_a_target_unless_forced() -> No
         choose(records, "nope")
     again = redrive_command(choose(records, "new"), "ops")
     assert (again.redrive_of, again.target, again.accounts, again.requested_by) == (
-        "new", "Patient/p1", ["Organization/o2"], "ops")
+        "new",
+        "Patient/p1",
+        ["Organization/o2"],
+        "ops",
+    )
     assert again.command_id != "new"
 
 
@@ -156,8 +203,10 @@ def test_expectations_follow_the_last_completed_command_and_tolerate_a_later_can
     c1 = command("c1", "Patient/p1", "Organization/o1")
     c2 = command("c2", "Patient/p1", "Organization/o2")
     c3 = command("c3", "Patient/p1", "Organization/o3")
-    records = fold([(c1, (0, 0)), (c2, (0, 1)), (c3, (0, 2))],
-                   [finished("c1"), finished("c2", "error", outcome=NOT_FOUND), finished("c3", "cancelled")])
+    records = fold(
+        [(c1, (0, 0)), (c2, (0, 1)), (c3, (0, 2))],
+        [finished("c1"), finished("c2", "error", outcome=NOT_FOUND), finished("c3", "cancelled")],
+    )
     expect = expectations(records)
     assert expect.targets["Patient/p1"].allowed == (("Organization/o1",), ("Organization/o3",))
     assert "Patient/p1" not in expect.members  # the last command was cancelled: members are partial
@@ -170,9 +219,16 @@ def stored(resource: dict[str, Any]) -> dict[str, Any]:
 def test_check_resource_reports_member_and_compartment_drift_with_the_ref() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
     expect = expectations(fold([(c, (0, 0))], [finished("c1")]))
-    good = stored({"resourceType": "Observation", "id": "o", "status": "final", "code": {},
-                   "subject": {"reference": "Patient/p1"},
-                   "meta": {"accounts": [{"reference": "Organization/o1"}]}})
+    good = stored(
+        {
+            "resourceType": "Observation",
+            "id": "o",
+            "status": "final",
+            "code": {},
+            "subject": {"reference": "Patient/p1"},
+            "meta": {"accounts": [{"reference": "Organization/o1"}]},
+        }
+    )
     assert check_resource(good, expect) == []
     bad = stored({**good["resource"]})
     bad["resource"]["meta"]["accounts"] = []  # edited behind the write rule's back
@@ -186,3 +242,31 @@ def test_a_time_without_offset_is_read_as_utc() -> None:
     records = fold([(command("aware", "Patient/p2"), (0, 0)), (naive, (1, 0))], [])
     assert [r.command_id for r in records] == ["naive", "aware"]
     assert records[0].requested_at.tzinfo is UTC
+
+
+def test_a_rejected_command_is_listed_as_the_error_it_was_answered_with() -> None:
+    history = History()
+    history.add_rejected(Rejected("bad-1", "Patient/p1", T0, "other-service", (2, 4)))
+    history.add_result(CommandFailed(command_id="bad-1", target="Patient/p1", outcome=NOT_FOUND))
+    history.add_result(finished("bad-1", "error", outcome=NOT_FOUND))
+    [record] = history.records()
+    assert (record.target, record.status, record.position, record.rejected) == (
+        "Patient/p1",
+        "error",
+        (2, 4),
+        True,
+    )
+    assert record.diagnostics == "target Patient/x does not exist"
+
+
+def test_a_rejected_command_neither_blocks_nor_can_be_redriven() -> None:
+    good = command("good", "Patient/p1", "Organization/o1")
+    history = History()
+    history.add_command(good, (2, 3))
+    history.add_result(finished("good"))
+    history.add_rejected(Rejected("bad-1", "Patient/p1", T0, None, (2, 4)))
+    records = history.records()
+    assert [r.command_id for r in by_target(records)["Patient/p1"]] == ["good"]
+    assert choose(records, "good").command_id == "good"
+    with pytest.raises(RedriveRefused, match="rejected as invalid"):
+        choose(records, "bad-1")

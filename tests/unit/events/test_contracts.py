@@ -31,27 +31,71 @@ WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 CID = "3f2b9c1e-6d0a-4f55-9a57-1b2f0c8d7e64"
 
 SAMPLES: dict[type[BaseModel], tuple[str, BaseModel]] = {
-    SetAccountsCommand: ("commands", SetAccountsCommand(
-        command_id=CID, target="Patient/p1", accounts=["Organization/o1"], propagate=True,
-        requested_at=WHEN, requested_by="billing", redrive_of="older-1")),
-    MemberUpdate: ("updates", MemberUpdate(
-        command_id=CID, target="Patient/p1", target_seq=3, member="Observation/x", add=["Organization/o1"],
-        remove=["Organization/o0"])),
+    SetAccountsCommand: (
+        "commands",
+        SetAccountsCommand(
+            command_id=CID,
+            target="Patient/p1",
+            accounts=["Organization/o1"],
+            propagate=True,
+            requested_at=WHEN,
+            requested_by="billing",
+            redrive_of="older-1",
+        ),
+    ),
+    MemberUpdate: (
+        "updates",
+        MemberUpdate(
+            command_id=CID,
+            target="Patient/p1",
+            target_seq=3,
+            member="Observation/x",
+            add=["Organization/o1"],
+            remove=["Organization/o0"],
+        ),
+    ),
     EndOfCommand: ("updates", EndOfCommand(command_id=CID, partition=2)),
-    CommandPlanned: ("results", CommandPlanned(
-        command_id=CID, target="Patient/p1", target_seq=3, accounts_before=["Organization/o0"],
-        accounts_after=["Organization/o1"], propagate=True, target_changed=True, expected=12,
-        partitions=[0, 1, 2], requested_at=WHEN, requested_by="billing")),
-    BatchApplied: ("results", BatchApplied(
-        command_id=CID, partition=1,
-        entries=[("Observation/x", Outcome.CHANGED), ("Observation/y", Outcome.GONE)])),
+    CommandPlanned: (
+        "results",
+        CommandPlanned(
+            command_id=CID,
+            target="Patient/p1",
+            target_seq=3,
+            accounts_before=["Organization/o0"],
+            accounts_after=["Organization/o1"],
+            propagate=True,
+            target_changed=True,
+            expected=12,
+            partitions=[0, 1, 2],
+            requested_at=WHEN,
+            requested_by="billing",
+        ),
+    ),
+    BatchApplied: (
+        "results",
+        BatchApplied(
+            command_id=CID,
+            partition=1,
+            entries=[("Observation/x", Outcome.CHANGED), ("Observation/y", Outcome.GONE)],
+        ),
+    ),
     PartitionDone: ("results", PartitionDone(command_id=CID, partition=0)),
-    CommandFailed: ("results", CommandFailed(
-        command_id=CID, target="Patient/ghost",
-        outcome={"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]})),
+    CommandFailed: (
+        "results",
+        CommandFailed(
+            command_id=CID,
+            target="Patient/ghost",
+            outcome={
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "not-found"}],
+            },
+        ),
+    ),
     CancelRequested: ("results", CancelRequested(command_id=CID, requested_at=WHEN, requested_by="ops")),
-    CommandFinished: ("results", CommandFinished(
-        command_id=CID, status="completed", resources_updated=13, resources_changed=7)),
+    CommandFinished: (
+        "results",
+        CommandFinished(command_id=CID, status="completed", resources_updated=13, resources_changed=7),
+    ),
 }
 
 
@@ -80,7 +124,8 @@ def test_export_is_deterministic(tmp_path: Path) -> None:
     export(first)
     export(second)
     assert [(p.name, p.read_bytes()) for p in sorted(first.iterdir())] == [
-        (p.name, p.read_bytes()) for p in sorted(second.iterdir())]
+        (p.name, p.read_bytes()) for p in sorted(second.iterdir())
+    ]
 
 
 def test_every_event_model_is_exported_and_sampled() -> None:
@@ -88,7 +133,11 @@ def test_every_event_model_is_exported_and_sampled() -> None:
     assert set(SAMPLES) == all_events()
     assert (COMMITTED / ASYNCAPI_FILE).is_file()
     assert {c.address for c in CHANNELS} == {
-        "set-accounts.commands", "set-accounts.updates", "set-accounts.results", "set-accounts.deadletter"}
+        "set-accounts.commands",
+        "set-accounts.updates",
+        "set-accounts.results",
+        "set-accounts.deadletter",
+    }
 
 
 @pytest.mark.parametrize("event", sorted(all_events(), key=lambda e: e.__name__), ids=lambda e: e.__name__)

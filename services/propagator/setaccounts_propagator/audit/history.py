@@ -43,6 +43,7 @@ class CommandRecord:
     diagnostics: str | None = None
     cancel_requested_by: str | None = None
     copies: int = 1  # the same command published more than once (same id and content)
+    rejected: bool = False  # invalid content: nothing was applied and nothing can be re-applied
 
     @property
     def log_order(self) -> tuple[bool, Position, datetime]:
@@ -58,6 +59,18 @@ class _Results:
     cancel: CancelRequested | None = None
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A command record that failed validation but named its command id: the planner answered it with a
+    failed result, so the log lists it (as an error) instead of dropping it."""
+
+    command_id: str
+    target: str | None
+    requested_at: datetime  # from the payload when it has a readable one, else the broker's timestamp
+    requested_by: str | None
+    position: Position
+
+
 @dataclass
 class History:
     """Accumulates events from both topics; `records()` joins them. Bounded by the number of commands."""
@@ -66,6 +79,7 @@ class History:
     copies: dict[str, int] = field(default_factory=dict)
     conflicting: list[tuple[str, Position]] = field(default_factory=list)
     results: dict[str, _Results] = field(default_factory=dict)
+    rejected: dict[str, Rejected] = field(default_factory=dict)
 
     def add_command(self, command: SetAccountsCommand, position: Position) -> None:
         """The first publication of an id wins, as in the planner; a reuse with other content is noted."""
@@ -77,6 +91,9 @@ class History:
             self.copies[command.command_id] += 1
         else:
             self.conflicting.append((command.command_id, position))
+
+    def add_rejected(self, rejected: Rejected) -> None:
+        self.rejected.setdefault(rejected.command_id, rejected)
 
     def add_result(self, event: Any) -> None:
         """Keep what the log shows; per-batch events are the aggregator's business (its counts are final)."""
@@ -94,7 +111,8 @@ class History:
 
     def records(self) -> list[CommandRecord]:
         """One record per command, in event-time order (`requested_at`, then position)."""
-        built = [self._record(cid) for cid in self.commands.keys() | self.results.keys()]
+        ids = self.commands.keys() | self.results.keys() | self.rejected.keys()
+        built = [self._record(cid) for cid in ids]
         return sorted(
             (r for r in built if r is not None), key=lambda r: (r.requested_at, r.log_order[1], r.command_id)
         )
@@ -126,6 +144,19 @@ class History:
                 requested_by=p.requested_by,
                 redrive_of=p.redrive_of,
                 position=None,
+            )
+        elif command_id in self.rejected:
+            r = self.rejected[command_id]
+            record = CommandRecord(
+                command_id=command_id,
+                target=r.target or "?",
+                accounts_after=[],
+                propagate=False,
+                requested_at=_utc(r.requested_at),
+                requested_by=r.requested_by,
+                redrive_of=None,
+                position=r.position,
+                rejected=True,
             )
         else:
             return None  # results of a command the log cannot describe
@@ -180,9 +211,10 @@ def fold(
 
 
 def by_target(records: Sequence[CommandRecord]) -> dict[str, list[CommandRecord]]:
-    """Each target's commands in log order (the order the planner applied them in)."""
+    """Each target's commands in log order (the order the planner applied them in); rejected records
+    are left out: they never ran, so they neither set a target nor make an earlier command stale."""
     grouped: dict[str, list[CommandRecord]] = {}
-    for record in sorted(records, key=lambda r: r.log_order):
+    for record in sorted((r for r in records if not r.rejected), key=lambda r: r.log_order):
         grouped.setdefault(record.target, []).append(record)
     return grouped
 

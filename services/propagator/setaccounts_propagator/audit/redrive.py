@@ -28,6 +28,8 @@ def choose(records: Sequence[CommandRecord], command_id: str, *, force: bool = F
     original = next((r for r in records if r.command_id == command_id), None)
     if original is None:
         raise RedriveRefused(f"command {command_id} is not in the commands or results topic")
+    if original.rejected:
+        raise RedriveRefused(f"command {command_id} was rejected as invalid: there is nothing to re-apply")
     later = by_target(records)[original.target]
     newer = later[later.index(original) + 1 :]
     if newer and not force:

@@ -7,12 +7,15 @@ it always terminates, even while the propagator keeps producing.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,13 +24,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from setaccounts.events import CommandFinished, EventError, SetAccountsCommand, decode
+from setaccounts.events.base import COMMAND_ID_PATTERN
 from setaccounts.settings import Settings
-from setaccounts_propagator.audit.history import History
+from setaccounts_propagator.audit.history import History, Rejected
 
 Record: TypeAlias = Any  # an aiokafka ConsumerRecord[bytes, bytes]; aiokafka ships no type information
 WaitForFinish = Callable[[str, float], Awaitable[CommandFinished]]
 PROGRESS_THRESHOLD = 20_000  # records: below this a read is quick and a bar would only flicker
 STALL_SECONDS = 60.0
+COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
 
 class ReplayStalled(RuntimeError):
@@ -136,7 +141,11 @@ async def load_history(settings: Settings, *, progress: bool | None = None) -> L
         try:
             command = decode("commands", record.value)
         except EventError:
-            loaded.undecodable += 1  # it was dead-lettered by the planner: never executed
+            rejected = rejected_command(record)
+            if rejected is None:
+                loaded.undecodable += 1  # dead-lettered by the planner: never executed, never answered
+            else:
+                loaded.history.add_rejected(rejected)
             continue
         if isinstance(command, SetAccountsCommand):
             loaded.history.add_command(command, (record.partition, record.offset))
@@ -148,6 +157,36 @@ async def load_history(settings: Settings, *, progress: bool | None = None) -> L
         except EventError:
             loaded.undecodable += 1
     return loaded
+
+
+def rejected_command(record: Record) -> Rejected | None:
+    """An invalid command that still names a valid command id (the planner answers those with a failure)."""
+    try:
+        envelope = json.loads(record.value or b"")
+    except ValueError:
+        return None
+    command_id = envelope.get("command_id") if isinstance(envelope, dict) else None
+    if not isinstance(command_id, str) or not COMMAND_ID.match(command_id):
+        return None
+    target, by = envelope.get("target"), envelope.get("requested_by")
+    return Rejected(
+        command_id=command_id,
+        target=target if isinstance(target, str) else None,
+        requested_at=_event_time(envelope.get("requested_at"))
+        or datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        requested_by=by if isinstance(by, str) else None,
+        position=(record.partition, record.offset),
+    )
+
+
+def _event_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _header(record: Record, name: str) -> str | None:

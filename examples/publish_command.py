@@ -1,0 +1,135 @@
+"""Another service asks for `$set-accounts` over Kafka, without the HTTP API, and waits for the answer.
+
+    KAFKA_BOOTSTRAP_SERVERS=localhost:9092 SETACCOUNTS_TOPIC_PREFIX= \\
+        python examples/publish_command.py Patient/123 Organization/acme Organization/beta --propagate
+
+What it shows:
+1. The command goes to `<prefix>set-accounts.commands`, keyed by the target reference (so commands for one
+   target stay in order), with the headers `event-type`, `schema-version` and `content-type`.
+2. The answer is the `CommandFinished` event for the command id on `<prefix>set-accounts.results` (keyed
+   by command id). This example reads the results topic with its own consumer and no consumer group,
+   starting at the end offsets taken *before* publishing, so it cannot miss the answer and never disturbs
+   the propagator's groups.
+3. A command that cannot run (unknown or deleted target) is answered too: `status` is `error` and
+   `outcome` is a FHIR OperationOutcome. A malformed record is never answered: it goes to the
+   dead-letter topic with the reason in the `dlq.reason` header.
+
+It imports only `setaccounts.events`, the contract package, for the pydantic models. A service in another
+language uses the JSON Schemas in `docs/events/` (and `docs/events/asyncapi.yaml`) instead: build the same
+JSON, send it with the same key and headers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from typing import IO
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from setaccounts.events import CommandFinished, SetAccountsCommand
+
+
+def topic_names(prefix: str) -> tuple[str, str]:
+    """(commands topic, results topic) for a topic prefix, as the service names them."""
+    return f"{prefix}set-accounts.commands", f"{prefix}set-accounts.results"
+
+
+def headers_of(event_type: str, schema_version: int) -> list[tuple[str, bytes]]:
+    return [
+        ("event-type", event_type.encode()),
+        ("schema-version", str(schema_version).encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+async def main(
+    target: str,
+    accounts: list[str],
+    *,
+    propagate: bool = False,
+    bootstrap_servers: str | None = None,
+    topic_prefix: str | None = None,
+    requested_by: str = "example-service",
+    wait_seconds: float = 120.0,
+    out: IO[str] | None = None,
+) -> CommandFinished:
+    """Publish one command and return (and print) its CommandFinished."""
+    servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
+    prefix = os.environ.get("SETACCOUNTS_TOPIC_PREFIX", "") if topic_prefix is None else topic_prefix
+    commands_topic, results_topic = topic_names(prefix)
+    out = out or sys.stdout
+
+    # Validates the references and fills command_id/requested_at; plain JSON works just as well.
+    command = SetAccountsCommand(
+        command_id=str(uuid.uuid4()),
+        target=target,
+        accounts=accounts,
+        propagate=propagate,
+        requested_by=requested_by,
+    )
+
+    results = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+    await results.start()
+    await producer.start()
+    try:
+        numbers = sorted(await producer.partitions_for(results_topic))
+        partitions = [TopicPartition(results_topic, p) for p in numbers]
+        results.assign(partitions)
+        for tp, offset in (await results.end_offsets(partitions)).items():
+            results.seek(tp, offset)  # the answer comes after this point: taken before publishing
+
+        await producer.send_and_wait(
+            commands_topic,
+            command.model_dump_json().encode(),
+            key=command.target.encode(),
+            headers=headers_of(command.type, command.schema_version),
+        )
+        print(f"published {command.command_id}: {target} -> {accounts} (propagate={propagate})", file=out)
+
+        finished = await _wait_for_finish(results, command.command_id, wait_seconds)
+    finally:
+        await producer.stop()
+        await results.stop()
+
+    print(
+        f"status={finished.status} resourcesUpdated={finished.resources_updated} "
+        f"resourcesChanged={finished.resources_changed}",
+        file=out,
+    )
+    if finished.outcome:
+        print(f"outcome={finished.outcome}", file=out)
+    return finished
+
+
+async def _wait_for_finish(
+    results: AIOKafkaConsumer, command_id: str, wait_seconds: float
+) -> CommandFinished:
+    """Skip other commands' events (key = command id) and progress events; stop at our CommandFinished."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        for records in (await results.getmany(timeout_ms=500)).values():
+            for record in records:
+                event_type = dict(record.headers or ()).get("event-type")
+                if record.key == command_id.encode() and event_type == b"CommandFinished":
+                    return CommandFinished.model_validate_json(record.value or b"")
+    raise TimeoutError(f"no answer for command {command_id} within {wait_seconds:.0f}s")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("target", help="The resource whose accounts to set, e.g. Patient/123.")
+    parser.add_argument("accounts", nargs="*", help="Its new accounts, e.g. Organization/acme (none clears).")
+    parser.add_argument("--propagate", action="store_true", help="Also update its compartment's members.")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = _arguments(None)
+    answer = asyncio.run(main(args.target, args.accounts, propagate=args.propagate))
+    sys.exit(0 if answer.status == "completed" else 1)
