@@ -111,3 +111,18 @@ def patient_with_members(pid: str, members: int, accounts: list[str] | None = No
         for i in range(members)
     ]
     return [patient, *observations]
+
+
+def parameters(*accounts: Any, propagate: Any = None) -> dict[str, Any]:
+    """The operation's Parameters body (values are not checked: tests send bad ones on purpose)."""
+    parameter: list[dict[str, Any]] = [
+        {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
+    ]
+    if propagate is not None:
+        parameter.append({"name": "propagate", "valueBoolean": propagate})
+    return {"resourceType": "Parameters", "parameter": parameter}
+
+
+def outputs(body: dict[str, Any]) -> dict[str, int]:
+    """The operation's answer as {"resourcesUpdated": n, "resourcesChanged": m}."""
+    return {p["name"]: p["valueInteger"] for p in body["parameter"]}

@@ -6,7 +6,8 @@ idempotent consumers, never from Kafka transactions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -90,31 +91,78 @@ async def publish(producer: AIOKafkaProducer, topic: str, key: str, event: BaseM
     await producer.send_and_wait(topic, encode(event), key=key.encode(), headers=headers_for(event))
 
 
-async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    """A topic's partition ids, fetching metadata first (a fresh consumer has none)."""
-    await consumer.topics()
-    return consumer.partitions_for_topic(topic) or set()
+async def partitions_of(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+    """A topic's partitions; none if it does not exist (asked of the admin API, which never creates it)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        if topic not in set(await admin.list_topics()):
+            return []
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    numbers = sorted(p["partition"] for t in described if t["topic"] == topic for p in t["partitions"])
+    return [TopicPartition(topic, n) for n in numbers]
 
 
-async def read_topic(
-    bootstrap_servers: str, topic: str, idle_ms: int = 500
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of a topic up to the end offsets seen at start, with no consumer group (read-only)."""
+class ReplayStalled(RuntimeError):
+    """The broker stopped returning records before the end offsets were reached; retriable."""
+
+    retriable = True
+
+
+async def replay(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    stall_seconds: float = 60.0,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the beginning up to the end offsets seen at start.
+
+    No group id: no committed offsets, no rebalance, so a replay never disturbs the live consumer groups,
+    and it always ends even while producers keep writing. `on_start` receives the number of records ahead.
+    """
+    tps = await partitions_of(bootstrap_servers, topic)
+    if not tps:
+        return
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await partitions_of(consumer, topic))]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord[bytes, bytes]] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            batches = await consumer.getmany(timeout_ms=idle_ms)
-            records += [r for tp in partitions for r in batches.get(tp, []) if r.offset < ends[tp]]
-        return records
+        consumer.assign(tps)
+        start, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if end[tp] > start[tp]}
+        if on_start is not None:
+            on_start(sum(end[tp] - start[tp] for tp in remaining))
+        if not remaining:
+            return
+        await consumer.seek_to_beginning(*remaining)
+        last_progress = time.monotonic()
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset < end[tp]:
+                        yield record
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+            if batches:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > stall_seconds:
+                raise ReplayStalled(f"no records from {topic} for {stall_seconds:.0f}s before its end")
     finally:
         await consumer.stop()
+
+
+async def read_topic(bootstrap_servers: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """All of `replay` as a list (small topics: tests, examples)."""
+    return [record async for record in replay(bootstrap_servers, topic)]

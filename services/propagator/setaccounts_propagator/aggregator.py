@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
-from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import (
     BatchApplied,
@@ -29,10 +26,9 @@ from setaccounts.events import (
     encode,
     headers_for,
 )
-from setaccounts.jobs import TERMINAL, JobStore, Status
+from setaccounts.jobs import TERMINAL, Status
 from setaccounts.metrics import JOBS_FINISHED
-from setaccounts.settings import Settings
-from setaccounts_propagator.consumer import Item
+from setaccounts_propagator.consumer import Item, RoleHandler
 
 log = structlog.get_logger(__name__)
 COUNTED = (Outcome.CHANGED, Outcome.UNCHANGED)
@@ -90,15 +86,7 @@ def fold(job: dict[str, Any], events: Sequence[Any]) -> dict[str, Any]:
     return fields
 
 
-@dataclass
-class Aggregator:
-    settings: Settings
-    db: AsyncDatabase[dict[str, Any]]
-    producer: AIOKafkaProducer
-
-    def __post_init__(self) -> None:
-        self.jobs = JobStore(self.db)
-
+class Aggregator(RoleHandler):
     async def __call__(self, items: Sequence[Item]) -> None:
         by_command: dict[str, list[Any]] = defaultdict(list)
         for item in items:

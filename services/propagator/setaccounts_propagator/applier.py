@@ -10,12 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
-from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import (
     BatchApplied,
@@ -26,29 +22,18 @@ from setaccounts.events import (
     encode,
     headers_for,
 )
-from setaccounts.jobs import JobStore
 from setaccounts.metrics import MEMBER_UPDATES
-from setaccounts.settings import Settings
 from setaccounts.store.accounts import member_accounts
 from setaccounts.store.marks import Applied, apply_accounts, write_op
 from setaccounts.store.meta import Document, accounts_of
-from setaccounts.store.resources import ResourceStore, VersionConflict, now
-from setaccounts_propagator.consumer import Item
+from setaccounts.store.resources import VersionConflict, now
+from setaccounts_propagator.consumer import Item, RoleHandler
 
 log = structlog.get_logger(__name__)
 MAX_CONFLICT_ROUNDS = 5
 
 
-@dataclass
-class Applier:
-    settings: Settings
-    db: AsyncDatabase[dict[str, Any]]
-    producer: AIOKafkaProducer
-
-    def __post_init__(self) -> None:
-        self.jobs = JobStore(self.db)
-        self.resources = ResourceStore(self.db)
-
+class Applier(RoleHandler):
     async def __call__(self, items: Sequence[Item]) -> None:
         updates = [(i.record.partition, i.event) for i in items if isinstance(i.event, MemberUpdate)]
         outcomes = await self.apply([u for _, u in updates]) if updates else []

@@ -14,10 +14,14 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import EventError, decode
+from setaccounts.jobs import JobStore
 from setaccounts.kafka import dead_letter
 from setaccounts.metrics import BATCH_SECONDS, RECORDS
+from setaccounts.settings import Settings
+from setaccounts.store.resources import ResourceStore
 
 log = structlog.get_logger(__name__)
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -43,6 +47,19 @@ class Rejects(Protocol):
     async def reject(self, record: Record, error: EventError) -> bool:
         """Answer an invalid record that still names its command; False sends it to the dead-letter topic."""
         ...
+
+
+@dataclass
+class RoleHandler:
+    """What every role's handler is built from (wired in bootstrap.py)."""
+
+    settings: Settings
+    db: AsyncDatabase[dict[str, Any]]
+    producer: AIOKafkaProducer
+
+    def __post_init__(self) -> None:
+        self.jobs = JobStore(self.db)
+        self.resources = ResourceStore(self.db)
 
 
 @dataclass

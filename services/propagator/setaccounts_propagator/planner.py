@@ -8,15 +8,10 @@ harmless and the aggregator's per-partition watermarks keep them out of the coun
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
-from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import (
     CommandFailed,
@@ -25,22 +20,20 @@ from setaccounts.events import (
     EventError,
     MemberUpdate,
     SetAccountsCommand,
+    command_envelope,
     encode,
     headers_for,
 )
-from setaccounts.events.base import COMMAND_ID_PATTERN
 from setaccounts.fhir.compartments import compartment_owner_types
 from setaccounts.fhir.outcomes import operation_outcome
-from setaccounts.jobs import TERMINAL, JobStore, Status, command_fields
+from setaccounts.jobs import TERMINAL, Status, command_fields
 from setaccounts.kafka import publish
-from setaccounts.settings import Settings
 from setaccounts.store.marks import apply_accounts, write_op
 from setaccounts.store.meta import accounts_of
-from setaccounts.store.resources import ResourceStore, VersionConflict, now
-from setaccounts_propagator.consumer import Item, Record
+from setaccounts.store.resources import VersionConflict, now
+from setaccounts_propagator.consumer import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
-COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
 
 
 class DuplicateCommandId(ValueError):
@@ -49,16 +42,7 @@ class DuplicateCommandId(ValueError):
     retriable = False
 
 
-@dataclass
-class Planner:
-    settings: Settings
-    db: AsyncDatabase[dict[str, Any]]
-    producer: AIOKafkaProducer
-
-    def __post_init__(self) -> None:
-        self.jobs = JobStore(self.db)
-        self.resources = ResourceStore(self.db)
-
+class Planner(RoleHandler):
     async def __call__(self, items: Sequence[Item]) -> None:
         for item in items:  # commands of one partition share targets: strictly one after another
             await self.plan(item.event)
@@ -227,13 +211,10 @@ class Planner:
     async def reject(self, record: Record, error: EventError) -> bool:
         """A command whose envelope names a usable command id gets a failed result (and an errored job);
         anything else is for the dead-letter topic."""
-        try:
-            envelope = json.loads(record.value or b"")
-        except ValueError:
+        envelope = command_envelope(record.value)
+        if envelope is None:
             return False
-        command_id = envelope.get("command_id") if isinstance(envelope, dict) else None
-        if not isinstance(command_id, str) or not COMMAND_ID.match(command_id):
-            return False
+        command_id: str = envelope["command_id"]
         target = envelope.get("target") if isinstance(envelope.get("target"), str) else None
         version = envelope.get("schema_version")
         reason = (

@@ -1,6 +1,6 @@
 """Event contracts: one versioned, frozen pydantic model per event type, one envelope codec for Kafka."""
 
-from setaccounts.events.codec import EventError, decode, encode, headers_for
+from setaccounts.events.codec import EventError, command_envelope, decode, encode, headers_for
 from setaccounts.events.commands import CommandEvent, SetAccountsCommand
 from setaccounts.events.results import (
     BatchApplied,
@@ -29,6 +29,7 @@ __all__ = [
     "ResultEvent",
     "SetAccountsCommand",
     "UpdateEvent",
+    "command_envelope",
     "decode",
     "encode",
     "headers_for",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from setaccounts.events.base import COMMAND_ID_PATTERN
 from setaccounts.events.commands import CommandEvent
 from setaccounts.events.results import ResultEvent
 from setaccounts.events.updates import UpdateEvent
@@ -49,3 +52,22 @@ def decode(kind: str, value: bytes | None) -> Any:
 def _describe(exc: ValidationError) -> str:
     parts = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:10]]
     return "invalid event: " + "; ".join(parts)
+
+
+_COMMAND_ID = re.compile(COMMAND_ID_PATTERN)
+
+
+def command_envelope(value: bytes | None) -> dict[str, Any] | None:
+    """The JSON object of a record that is not a valid event but still names a usable command id.
+
+    Such a command is answered with a failed result; anything without a usable id is dead-lettered.
+    """
+    try:
+        envelope = json.loads(value or b"")
+    except ValueError:
+        return None
+    command_id = envelope.get("command_id") if isinstance(envelope, dict) else None
+    if not isinstance(command_id, str) or not _COMMAND_ID.match(command_id):
+        return None
+    found: dict[str, Any] = envelope
+    return found

@@ -13,30 +13,17 @@ from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
-from tests.conftest import Seed, patient_with_members
+from tests.conftest import Seed, outputs, parameters, patient_with_members
 
 pytestmark = pytest.mark.integration
-
-
-def params(*accounts: Any, propagate: Any = None) -> dict[str, Any]:
-    parameter: list[dict[str, Any]] = [
-        {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
-    ]
-    if propagate is not None:
-        parameter.append({"name": "propagate", "valueBoolean": propagate})
-    return {"resourceType": "Parameters", "parameter": parameter}
-
-
-def values(body: dict[str, Any]) -> dict[str, int]:
-    return {p["name"]: p["valueInteger"] for p in body["parameter"]}
 
 
 @pytest.mark.parametrize(
     ("path", "body", "status", "says"),
     [
         ("/Patient/p1/$set-accounts", {"resourceType": "Patient"}, 400, "Parameters"),
-        ("/Patient/p1/$set-accounts", params("Organization"), 400, "Type/id"),
-        ("/Patient/p1/$set-accounts", params("Nonsense/1"), 400, "known resource type"),
+        ("/Patient/p1/$set-accounts", parameters("Organization"), 400, "Type/id"),
+        ("/Patient/p1/$set-accounts", parameters("Nonsense/1"), 400, "known resource type"),
         (
             "/Patient/p1/$set-accounts",
             {
@@ -46,16 +33,16 @@ def values(body: dict[str, Any]) -> dict[str, int]:
             400,
             "valueReference",
         ),
-        ("/Patient/p1/$set-accounts", params(propagate="yes"), 400, "valueBoolean"),
+        ("/Patient/p1/$set-accounts", parameters(propagate="yes"), 400, "valueBoolean"),
         (
             "/Patient/p1/$set-accounts",
             {"resourceType": "Parameters", "parameter": [{"name": "x"}]},
             400,
             "unknown",
         ),
-        ("/Nonsense/p1/$set-accounts", params("Organization/1"), 400, "unknown resource type"),
-        ("/Patient/ghost/$set-accounts", params("Organization/1"), 404, "not found"),
-        ("/Patient/gone/$set-accounts", params("Organization/1"), 410, "deleted"),
+        ("/Nonsense/p1/$set-accounts", parameters("Organization/1"), 400, "unknown resource type"),
+        ("/Patient/ghost/$set-accounts", parameters("Organization/1"), 404, "not found"),
+        ("/Patient/gone/$set-accounts", parameters("Organization/1"), 410, "deleted"),
     ],
 )
 async def test_bad_requests_answer_an_operation_outcome_and_publish_nothing(
@@ -97,7 +84,7 @@ async def test_respond_async_answers_202_then_the_status_url_reports_progress_an
     await seed(*patient_with_members("p1", 40, accounts=["Organization/old"]))
     response = await api.post(
         "/Patient/p1/$set-accounts",
-        json=params("Organization/a", "Organization/a"),
+        json=parameters("Organization/a", "Organization/a"),
         headers={"Prefer": "respond-async"},
     )
     assert response.status_code == 202
@@ -114,7 +101,7 @@ async def test_respond_async_answers_202_then_the_status_url_reports_progress_an
             continue
         break
     assert status.status_code == 200, status.text
-    assert values(status.json()) == {
+    assert outputs(status.json()) == {
         "resourcesUpdated": 1,
         "resourcesChanged": 1,
     }  # propagate defaults to false
@@ -131,7 +118,7 @@ async def test_sync_call_degrades_to_202_when_the_result_takes_longer_than_the_b
     await seed(*patient_with_members("p1", 1))
     api_app = api._transport.app  # type: ignore[attr-defined]
     api_app.state.settings = settings.model_copy(update={"sync_wait_seconds": 0.3})
-    response = await api.post("/Patient/p1/$set-accounts", json=params("Organization/a"))  # no propagator
+    response = await api.post("/Patient/p1/$set-accounts", json=parameters("Organization/a"))  # no propagator
     assert response.status_code == 202
     progress = await api.get(response.headers["Content-Location"])
     assert progress.status_code == 202
@@ -144,8 +131,8 @@ async def test_unknown_job_is_404_and_finished_job_cannot_be_cancelled(
     assert (await api.get("/job/nope/status")).status_code == 404
     assert (await api.delete("/job/nope/status")).status_code == 404
     await seed(*patient_with_members("p1", 3))
-    done = await api.post("/Patient/p1/$set-accounts", json=params("Organization/a", propagate=True))
-    assert values(done.json()) == {"resourcesUpdated": 4, "resourcesChanged": 4}
+    done = await api.post("/Patient/p1/$set-accounts", json=parameters("Organization/a", propagate=True))
+    assert outputs(done.json()) == {"resourcesUpdated": 4, "resourcesChanged": 4}
     job = await db.jobs.find_one({})
     assert job is not None
     refused = await api.delete(f"/job/{job['_id']}/status")
@@ -157,10 +144,10 @@ async def test_empty_accounts_clear_the_target_and_propagate_removal(
 ) -> None:
     await seed(*patient_with_members("p1", 3))
     await api.post(
-        "/Patient/p1/$set-accounts", json=params("Organization/a", "Organization/b", propagate=True)
+        "/Patient/p1/$set-accounts", json=parameters("Organization/a", "Organization/b", propagate=True)
     )
-    cleared = await api.post("/Patient/p1/$set-accounts", json=params(propagate=True))
-    assert values(cleared.json()) == {"resourcesUpdated": 4, "resourcesChanged": 4}
+    cleared = await api.post("/Patient/p1/$set-accounts", json=parameters(propagate=True))
+    assert outputs(cleared.json()) == {"resourcesUpdated": 4, "resourcesChanged": 4}
     member = (await api.get("/Observation/p1-obs-000001")).json()
     assert "accounts" not in member["meta"]
     assert member["meta"]["compartment"] == [{"reference": "Patient/p1"}]
@@ -186,6 +173,6 @@ async def test_metrics_count_commands_by_mode(api: httpx.AsyncClient, seed: Seed
 
     await seed(*patient_with_members("p1", 0))
     before = sample((await api.get("http://testserver/metrics")).text, "async")
-    await api.post("/Patient/p1/$set-accounts", json=params(), headers={"Prefer": "respond-async"})
+    await api.post("/Patient/p1/$set-accounts", json=parameters(), headers={"Prefer": "respond-async"})
     after = (await api.get("http://testserver/metrics")).text
     assert sample(after, "async") == before + 1

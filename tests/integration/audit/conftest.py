@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from setaccounts.settings import Settings
+from tests.conftest import parameters
 
 POLL_SECONDS = 0.1
 WAIT_SECONDS = 60.0
@@ -27,15 +28,6 @@ class Answer:
     updated: int | None
     changed: int | None
     body: dict[str, Any]
-
-
-def parameters(*accounts: str, propagate: bool | None = None) -> dict[str, Any]:
-    parameter: list[dict[str, Any]] = [
-        {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
-    ]
-    if propagate is not None:
-        parameter.append({"name": "propagate", "valueBoolean": propagate})
-    return {"resourceType": "Parameters", "parameter": parameter}
 
 
 def classify(command_id: str, response: httpx.Response) -> Answer:

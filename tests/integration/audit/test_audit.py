@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
-from tests.conftest import Seed, patient_with_members
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
@@ -24,6 +23,7 @@ from setaccounts_propagator.audit.history import CommandRecord
 from setaccounts_propagator.audit.render import Format
 from setaccounts_propagator.audit.replay import load_history
 from setaccounts_propagator.audit.verify import verify_store
+from tests.conftest import Seed, patient_with_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 Db = AsyncDatabase[dict[str, Any]]

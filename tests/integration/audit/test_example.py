@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
-from tests.conftest import Seed, patient_with_members
 
 from setaccounts.settings import Settings
 from setaccounts.store.meta import accounts_of
+from tests.conftest import Seed, patient_with_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "publish_command.py"

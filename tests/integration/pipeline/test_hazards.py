@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import SetAccountsCommand, decode
@@ -64,9 +64,7 @@ async def caught_up(settings: Settings, role: str, topic: str, timeout: float = 
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
-            ends = await consumer.end_offsets(
-                [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
-            )
+            ends = await consumer.end_offsets(await partitions_of(settings.kafka_bootstrap_servers, topic))
             behind = [tp for tp, end in ends.items() if (await consumer.committed(tp) or 0) < end]
             if not behind:
                 return

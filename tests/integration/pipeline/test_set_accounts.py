@@ -8,31 +8,18 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.conftest import Seed, patient_with_members
+from tests.conftest import Seed, outputs, parameters, patient_with_members
 
 pytestmark = pytest.mark.integration
-
-
-def params(*accounts: str, propagate: bool | None = None) -> dict[str, Any]:
-    parameter: list[dict[str, Any]] = [
-        {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
-    ]
-    if propagate is not None:
-        parameter.append({"name": "propagate", "valueBoolean": propagate})
-    return {"resourceType": "Parameters", "parameter": parameter}
-
-
-def result(body: dict[str, Any]) -> dict[str, int]:
-    return {p["name"]: p["valueInteger"] for p in body["parameter"]}
 
 
 async def test_sync_propagation_updates_target_and_members(
     api: httpx.AsyncClient, propagator: None, seed: Seed, db: AsyncDatabase[dict[str, Any]]
 ) -> None:
     await seed(*patient_with_members("p1", 5))
-    response = await api.post("/Patient/p1/$set-accounts", json=params("Organization/o1", propagate=True))
+    response = await api.post("/Patient/p1/$set-accounts", json=parameters("Organization/o1", propagate=True))
     assert response.status_code == 200, response.text
-    assert result(response.json()) == {"resourcesUpdated": 6, "resourcesChanged": 6}
+    assert outputs(response.json()) == {"resourcesUpdated": 6, "resourcesChanged": 6}
     stored = await db.resources.find({}).to_list()
     for doc in stored:
         meta = doc["resource"]["meta"]
@@ -40,6 +27,6 @@ async def test_sync_propagation_updates_target_and_members(
         assert {"reference": "Organization/o1"} in meta["compartment"]
         assert meta["versionId"] == "2"
 
-    again = await api.post("/Patient/p1/$set-accounts", json=params("Organization/o1", propagate=True))
-    assert result(again.json()) == {"resourcesUpdated": 6, "resourcesChanged": 0}
+    again = await api.post("/Patient/p1/$set-accounts", json=parameters("Organization/o1", propagate=True))
+    assert outputs(again.json()) == {"resourcesUpdated": 6, "resourcesChanged": 0}
     assert {d["resource"]["meta"]["versionId"] for d in await db.resources.find({}).to_list()} == {"2"}

@@ -17,12 +17,13 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
+from setaccounts.kafka import ReplayStalled
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_propagator.audit.history import since as since_filter
 from setaccounts_propagator.audit.redrive import RedriveRefused, redrive
 from setaccounts_propagator.audit.render import Format, print_log, print_redrive, print_report
-from setaccounts_propagator.audit.replay import ReplayStalled, load_history
+from setaccounts_propagator.audit.replay import load_history
 from setaccounts_propagator.audit.verify import verify_store
 
 EXIT_DRIFT = 1
