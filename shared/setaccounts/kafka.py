@@ -32,7 +32,9 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(settings: Settings, role: str, *topics: str, max_records: int = 1000) -> AIOKafkaConsumer:
+def make_consumer(
+    settings: Settings, role: str, *topics: str, max_records: int = 1000, max_poll_interval_ms: int = 300_000
+) -> AIOKafkaConsumer:
     """A consumer in the role's own group; offsets are committed by hand after the writes they cover."""
     return AIOKafkaConsumer(
         *topics,
@@ -47,7 +49,7 @@ def make_consumer(settings: Settings, role: str, *topics: str, max_records: int 
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(200, settings.kafka_session_timeout_ms // 10),
         rebalance_timeout_ms=30_000,
-        max_poll_interval_ms=300_000,
+        max_poll_interval_ms=max_poll_interval_ms,
     )
 
 

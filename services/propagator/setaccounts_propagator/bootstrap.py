@@ -33,10 +33,12 @@ class Role:
     topic: Callable[[Settings], str]
     handler: HandlerFactory
     batch: Callable[[Settings], int]
+    max_poll_interval_ms: int = 300_000  # longer than any one batch may take, or the group drops the member
 
 
 ROLES: dict[str, Role] = {
-    "planner": Role("commands", lambda s: s.topics.commands, Planner, lambda s: 20),
+    # One command's fan-out runs inside one poll: allow an hour (tens of millions of members).
+    "planner": Role("commands", lambda s: s.topics.commands, Planner, lambda s: 20, 3_600_000),
     "applier": Role("updates", lambda s: s.topics.updates, Applier, lambda s: s.apply_batch_size),
     "aggregator": Role("results", lambda s: s.topics.results, Aggregator, lambda s: 2000),
 }
@@ -58,7 +60,11 @@ async def run(
                 role=name,
                 kind=ROLES[name].kind,
                 consumer=make_consumer(
-                    settings, name, ROLES[name].topic(settings), max_records=ROLES[name].batch(settings)
+                    settings,
+                    name,
+                    ROLES[name].topic(settings),
+                    max_records=ROLES[name].batch(settings),
+                    max_poll_interval_ms=ROLES[name].max_poll_interval_ms,
                 ),
                 producer=producer,
                 deadletter_topic=settings.topics.deadletter,

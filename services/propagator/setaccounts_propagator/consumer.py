@@ -126,7 +126,10 @@ class ConsumerLoop:
         if len(items) == 1:
             await self._dead_letter(items[0].record, f"gave up: {error!r}")
             if isinstance(self.handle, _GivesUpCheck):
-                await self.handle.give_up(items[0], error)
+                try:
+                    await self.handle.give_up(items[0], error)
+                except Exception:  # the record is parked already; keep consuming
+                    log.exception("give-up failed", role=self.role, **_where_fields(items[0].record))
             return
         for item in items:  # isolate the poison record: the others still go through
             await self._handle_with_retries([item])

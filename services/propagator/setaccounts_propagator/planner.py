@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -34,6 +35,18 @@ from setaccounts.store.resources import VersionConflict, now
 from setaccounts_propagator.consumer import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Page:
+    """The fan-out's running state: updates waiting to be sent, and how many were sent before."""
+
+    command: SetAccountsCommand
+    target_seq: int
+    add: list[str]
+    remove: list[str]
+    emitted: int
+    members: list[str] = field(default_factory=list)
 
 
 class DuplicateCommandId(ValueError):
@@ -152,61 +165,76 @@ class Planner(RoleHandler):
     async def _fan_out(
         self, command: SetAccountsCommand, job: dict[str, Any]
     ) -> tuple[int | None, list[int]]:
-        """Emit every member's update, checkpointing after each flushed page; None when cancelled."""
+        """Emit every member's update, checkpointing after each flushed page; None when cancelled.
+
+        One streamed cursor over the members, sorted by id: paging with a fresh `$gt` query per page
+        would make some stores re-scan every remaining member each time (quadratic in the compartment).
+        """
         topic = self.settings.topics.updates
         partitions = sorted(await self.producer.partitions_for(topic))
         if not command.propagate or command.target.split("/", 1)[0] not in compartment_owner_types():
             return 0, []
-        cursor, emitted = job.get("cursor", ""), int(job.get("emitted", 0))
         before = set(job["accounts_before"])
-        add, remove = list(command.accounts), sorted(before - set(command.accounts))
-        page_size = self.settings.plan_page_size
-        while True:
-            page = await self.resources.collection.find(
-                {"members_of": command.target, "_id": {"$gt": cursor, "$ne": command.target}},
-                {"_id": 1},
-                sort=[("_id", 1)],
-                limit=page_size,
-            ).to_list()
-            if not page:
-                break
-            sends = [
-                await self.producer.send(
-                    topic, encode(update), key=update.member.encode(), headers=headers_for(update)
-                )
-                for update in (
-                    MemberUpdate(
-                        command_id=command.command_id,
-                        target=command.target,
-                        target_seq=job["target_seq"],
-                        member=doc["_id"],
-                        add=add,
-                        remove=remove,
-                    )
-                    for doc in page
-                )
-            ]
-            await asyncio.gather(*sends)
-            cursor, emitted = page[-1]["_id"], emitted + len(page)
-            if not await self.jobs.update(
-                command.command_id, {"cursor": cursor, "emitted": emitted, "status": Status.APPLYING.value}
-            ):
-                log.info("fan-out stopped: job ended", command_id=command.command_id, emitted=emitted)
+        page = Page(
+            command=command,
+            target_seq=job["target_seq"],
+            add=list(command.accounts),
+            remove=sorted(before - set(command.accounts)),
+            emitted=int(job.get("emitted", 0)),
+        )
+        query: dict[str, Any] = {"members_of": command.target}
+        if job.get("cursor"):
+            query["_id"] = {"$gt": job["cursor"]}  # resume after the last flushed page
+        members = self.resources.collection.find(
+            query, {"_id": 1}, sort=[("_id", 1)], batch_size=self.settings.plan_page_size
+        )
+        async for doc in members:
+            if doc["_id"] != command.target:
+                page.members.append(doc["_id"])
+            if len(page.members) >= self.settings.plan_page_size and not await self._flush(page):
+                await members.close()
                 return None, []
-            if len(page) < page_size:
-                break
+        if page.members and not await self._flush(page):
+            return None, []
         ends = [
             await self.producer.send(
                 topic,
-                encode(EndOfCommand(command_id=command.command_id, partition=p)),
-                partition=p,
+                encode(end),
+                partition=end.partition,
                 key=command.command_id.encode(),
-                headers=headers_for(EndOfCommand(command_id=command.command_id, partition=p)),
+                headers=headers_for(end),
             )
-            for p in partitions
+            for end in (EndOfCommand(command_id=command.command_id, partition=p) for p in partitions)
         ]
         await asyncio.gather(*ends)
-        return emitted, partitions
+        return page.emitted, partitions
+
+    async def _flush(self, page: Page) -> bool:
+        """Send a page of updates, wait for the broker, then checkpoint; False when the job has ended."""
+        topic, command = self.settings.topics.updates, page.command
+        updates = [
+            MemberUpdate(
+                command_id=command.command_id,
+                target=command.target,
+                target_seq=page.target_seq,
+                member=member,
+                add=page.add,
+                remove=page.remove,
+            )
+            for member in page.members
+        ]
+        sends = [
+            await self.producer.send(topic, encode(u), key=u.member.encode(), headers=headers_for(u))
+            for u in updates
+        ]
+        await asyncio.gather(*sends)
+        page.emitted += len(page.members)
+        checkpoint = {"cursor": page.members[-1], "emitted": page.emitted, "status": Status.APPLYING.value}
+        page.members = []
+        if await self.jobs.update(command.command_id, checkpoint):
+            return True
+        log.info("fan-out stopped: job ended", command_id=command.command_id, emitted=page.emitted)
+        return False
 
     async def reject(self, record: Record, error: EventError) -> bool:
         """A command whose envelope names a usable command id gets a failed result (and an errored job);

