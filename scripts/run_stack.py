@@ -60,7 +60,15 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main() -> None:
+    # Explicit handlers: a stack started in the background inherits SIGINT as ignored, and
+    # service managers stop it with SIGTERM; both must stop everything cleanly.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     if not port_free(HOST, PORT):
         raise SystemExit(f"[run] port {PORT} on {HOST} is in use; stop what uses it or set SETACCOUNTS_PORT")
     started = time.monotonic()
