@@ -191,3 +191,25 @@ async def test_shared_member_keeps_an_account_another_patient_still_holds(
         "Patient/p2",
         "Organization/a",
     ]
+
+
+async def test_two_appliers_share_the_work_and_one_leaving_mid_job_changes_no_count(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    small = settings.model_copy(update={"apply_batch_size": 50})
+    await seed(*patient_with_members("p1", 2000))
+    cmd = command("Patient/p1", "Organization/o1")
+    async with roles(small, "planner", "aggregator"), roles(small, "applier"):
+        second = roles(small, "applier")
+        await second.__aenter__()
+        try:
+            await send_command(settings, cmd)
+            for _ in range(600):  # leave once the job is under way: the group rebalances mid-job
+                if await db.resources.count_documents({"marks.c": cmd.command_id}) >= 300:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await second.__aexit__(None, None, None)
+        job = await wait_job(db, cmd.command_id, timeout=120)
+    assert (job["resources_updated"], job["resources_changed"]) == (2001, 2001)
+    assert set((await versions(db)).values()) == {"2"}
