@@ -226,20 +226,50 @@ def docker_available() -> bool:
         return False
 
 
+def _apache_kafka(host_port: int) -> Any:
+    """`apache/kafka` as a one-node KRaft cluster advertising the host port it is published on.
+
+    (testcontainers' KafkaContainer only drives Confluent images.)
+    """
+    from testcontainers.core.container import DockerContainer
+
+    return (
+        DockerContainer(KAFKA_IMAGE)
+        .with_bind_ports(9092, host_port)
+        .with_envs(
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            KAFKA_LISTENERS="PLAINTEXT://:9092,CONTROLLER://:9093",
+            KAFKA_ADVERTISED_LISTENERS=f"PLAINTEXT://127.0.0.1:{host_port}",
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+        )
+    )
+
+
 @contextlib.contextmanager
 def _docker_engines() -> Iterator[Engines]:
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.mongodb import MongoDbContainer
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
 
     with contextlib.ExitStack() as stack:
-        kafka = stack.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft())
-        mongo = MongoDbContainer(MONGO_IMAGE).with_command("--replSet rs0 --bind_ip_all")
-        stack.enter_context(mongo)
-        mongo.exec(["mongosh", "--quiet", "--eval", "rs.initiate()"])
-        host, port = mongo.get_container_host_ip(), mongo.get_exposed_port(27017)
-        uri = f"mongodb://{host}:{port}/?directConnection=true"
+        kafka_port = free_port()
+        kafka = stack.enter_context(_apache_kafka(kafka_port))
+        mongo = stack.enter_context(
+            DockerContainer(MONGO_IMAGE).with_command("--replSet rs0 --bind_ip_all").with_exposed_ports(27017)
+        )
+        wait_for_logs(kafka, "Kafka Server started", timeout=120)
+        wait_for_logs(mongo, "Waiting for connections", timeout=120)
+        initiate = "rs.initiate({_id: 'rs0', members: [{_id: 0, host: 'localhost:27017'}]})"
+        mongo.exec(["mongosh", "--quiet", "--eval", initiate])
+        uri = f"mongodb://{mongo.get_container_host_ip()}:{mongo.get_exposed_port(27017)}/?directConnection=true"
         _wait_mongo_ping(uri)
-        yield Engines(kafka.get_bootstrap_server(), uri, "docker")
+        yield Engines(f"127.0.0.1:{kafka_port}", uri, "docker")
 
 
 @contextlib.contextmanager
