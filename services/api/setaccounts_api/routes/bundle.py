@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from setaccounts.store.bundles import parse_bundle, run_batch, run_transaction
+from setaccounts.store.bundle_runs import run_batch, run_transaction
+from setaccounts.store.bundles import parse_bundle
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import DbDep, SettingsDep
 from setaccounts_api.fhir_body import check_resource, fhir_base, preferences, read_json

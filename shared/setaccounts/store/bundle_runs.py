@@ -1,0 +1,86 @@
+"""Running a parsed Bundle against the store: a transaction reads what it needs in one pass and writes in
+one bulk write inside a multi-document transaction (all entries or none); a batch runs entry by entry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pymongo.errors import PyMongoError
+
+from setaccounts.fhir.outcomes import FhirError
+from setaccounts.store.bundles import (
+    BundleRequest,
+    Entry,
+    Outcome,
+    assign_ids,
+    at_entry,
+    check_unique_targets,
+    plan_transaction,
+    read_targets,
+    require_all,
+    resolve_entries,
+    response_bundle,
+)
+from setaccounts.store.meta import Resource
+from setaccounts.store.resources import Change, ResourceStore, VersionConflict, new_id, now
+
+
+async def run_transaction(
+    store: ResourceStore,
+    request: BundleRequest,
+    base: str,
+    *,
+    with_resources: bool = False,
+    make_id: Callable[[], str] = new_id,
+) -> Resource:
+    """All entries or none: one read of the targets and one bulk write, inside a Mongo transaction."""
+    entries = require_all(request)
+    check_unique_targets(entries)
+    ids, urn_map = assign_ids(entries, make_id)
+    entries = resolve_entries(entries, ids, urn_map)
+    at = now()
+    try:
+        async with store.transaction() as session:
+            stored = await store.get_many(read_targets(entries), session)
+            changes = plan_transaction(entries, stored, at)
+            await store.apply(list(changes.values()), session)
+    except VersionConflict as exc:
+        raise FhirError(
+            409, "conflict", f"{exc} changed concurrently; retry the transaction", retriable=True
+        ) from exc
+    except PyMongoError as exc:
+        if exc.has_error_label("TransientTransactionError"):
+            raise FhirError(
+                409, "transient", f"the transaction was interrupted ({exc}); retry it", retriable=True
+            ) from exc
+        raise
+    results: list[Outcome] = [(entry.method, changes[entry.index]) for entry in entries]
+    return response_bundle("transaction", results, base, with_resources)
+
+
+async def run_batch(
+    store: ResourceStore, request: BundleRequest, base: str, *, with_resources: bool = False
+) -> Resource:
+    """Each entry on its own, in order; a failing entry answers its own outcome and the others go on."""
+    results: list[Outcome] = []
+    for entry in request.entries:
+        if isinstance(entry, FhirError):
+            results.append((None, entry))
+            continue
+        try:
+            results.append((entry.method, await _run_one(store, entry)))
+        except FhirError as error:
+            results.append((entry.method, at_entry(entry.index, error)))
+    return response_bundle("batch", results, base, with_resources)
+
+
+async def _run_one(store: ResourceStore, entry: Entry) -> Change:
+    if entry.method == "POST":
+        assert entry.resource is not None
+        return await store.create(entry.resource)
+    if entry.method == "PUT":
+        assert entry.resource is not None
+        return await store.update(entry.resource, entry.if_match)
+    if entry.method == "DELETE":
+        return await store.delete(entry.ref, entry.if_match)
+    return await store.read(entry.ref, entry.version)
