@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Request
+
 from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import Status, progress_of, result_of
+from setaccounts.settings import Settings
+from setaccounts_api.fhir_body import fhir_base
 from setaccounts_api.parameters import output
 from setaccounts_api.responses import FhirResponse, fhir
 
 RETRY_AFTER_SECONDS = 1
 
 
-def status_path(command_id: str) -> str:
-    return f"/fhir/R4/job/{command_id}/status"
+def status_url(request: Request, settings: Settings, command_id: str) -> str:
+    """The absolute URL where a job's status is polled (and DELETEd to cancel)."""
+    return f"{fhir_base(request, settings)}/job/{command_id}/status"
 
 
 def progress_header(job: dict[str, Any]) -> str:

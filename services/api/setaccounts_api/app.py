@@ -12,12 +12,12 @@ from setaccounts.kafka import make_producer
 from setaccounts.logs import configure_logging
 from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
+from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
 from setaccounts_api.routes import bundle, crud, health, jobs, metadata, operation, search
 
 log = structlog.get_logger(__name__)
-FHIR_BASE = "/fhir/R4"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     # Order matters: fixed paths (metadata, jobs, operations) before the generic /{type}/{id} routes.
     for router in (metadata.router, jobs.router, operation.router, bundle.router, search.router, crud.router):
-        app.include_router(router, prefix=FHIR_BASE)
+        app.include_router(router, prefix=FHIR_BASE_PATH)
     return app
 
 

@@ -18,7 +18,7 @@ from setaccounts.jobs import TERMINAL, JobStore, Status
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
 from setaccounts.store.resources import ResourceStore
-from setaccounts_api.answers import accepted, answer, status_path
+from setaccounts_api.answers import accepted, answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
 from setaccounts_api.parameters import SetAccountsInput, operation_definition, parse_input
 from setaccounts_api.responses import FhirResponse, fhir
@@ -39,11 +39,6 @@ async def _read_input(request: Request) -> SetAccountsInput:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise invalid(f"body is not valid JSON: {exc}") from exc
     return parse_input(body)
-
-
-def status_url(request: Request, base_url: str, command_id: str) -> str:
-    base = base_url.rstrip("/") or str(request.base_url).rstrip("/")
-    return base + status_path(command_id)
 
 
 @router.post("/{resource_type}/{resource_id}/$set-accounts")
@@ -86,7 +81,7 @@ async def set_accounts(
             503, "transient", f"could not publish the command: {type(exc).__name__}", retriable=True
         ) from exc
 
-    url = status_url(request, settings.base_url, command.command_id)
+    url = status_url(request, settings, command.command_id)
     if prefer and "respond-async" in prefer.replace(" ", "").lower().split(","):
         COMMANDS.labels("async").inc()
         return accepted(job, url)
