@@ -4,7 +4,6 @@ answer 202 at once (`Prefer: respond-async`) or wait for the result up to a boun
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import Annotated
@@ -12,15 +11,15 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 
 from setaccounts.events import SetAccountsCommand
-from setaccounts.fhir.outcomes import FhirError, invalid, not_found
-from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
+from setaccounts.fhir.outcomes import FhirError, not_found
 from setaccounts.jobs import TERMINAL, JobStore, Status
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.answers import accepted, answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
-from setaccounts_api.parameters import SetAccountsInput, operation_definition, parse_input
+from setaccounts_api.fhir_body import check_id, check_type, read_json
+from setaccounts_api.parameters import operation_definition, parse_input
 from setaccounts_api.responses import FhirResponse, fhir
 
 router = APIRouter(tags=["$set-accounts"])
@@ -30,15 +29,6 @@ POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)
 @router.get("/OperationDefinition/set-accounts")
 async def get_operation_definition() -> FhirResponse:
     return fhir(operation_definition())
-
-
-async def _read_input(request: Request) -> SetAccountsInput:
-    raw = await request.body()
-    try:
-        body = json.loads(raw) if raw.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid(f"body is not valid JSON: {exc}") from exc
-    return parse_input(body)
 
 
 @router.post("/{resource_type}/{resource_id}/$set-accounts")
@@ -52,12 +42,8 @@ async def set_accounts(
     prefer: Annotated[str | None, Header()] = None,
     x_requested_by: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
-    if resource_type not in RESOURCE_TYPES:
-        raise invalid(f"unknown resource type {resource_type!r}")
-    if not is_valid_id(resource_id):
-        raise invalid(f"invalid resource id {resource_id!r}")
-    params = await _read_input(request)
-    target = f"{resource_type}/{resource_id}"
+    target = f"{check_type(resource_type)}/{check_id(resource_id)}"
+    params = parse_input(await read_json(request))
     stored = await ResourceStore(db).get(target)
     if stored is None:
         raise not_found(target)
