@@ -69,10 +69,7 @@ class Applier(RoleHandler):
                 outcomes[i] = Outcome.GONE
                 continue
             others = {
-                a
-                for p, accounts in held.items()
-                if p != update.target and p in document.get("members_of", ())
-                for a in accounts
+                a for p in document.get("members_of", ()) if p != update.target for a in held.get(p, ())
             }
             accounts = member_accounts(accounts_of(document["resource"]), update.add, update.remove, others)
             applied = apply_accounts(
@@ -110,7 +107,7 @@ class Applier(RoleHandler):
     async def _patients_accounts(
         self, updates: Sequence[MemberUpdate], pending: list[int], stored: dict[str, Document]
     ) -> dict[str, list[str]]:
-        """Current accounts of the other patients of members that lose accounts (one query)."""
+        """Current accounts of the other patients of members that lose accounts (one chunked read)."""
         patients = {
             key
             for i in pending

@@ -55,6 +55,11 @@ class DuplicateCommandId(ValueError):
     retriable = False
 
 
+def fans_out(command: SetAccountsCommand) -> bool:
+    """Only a propagating command on a compartment owner (Patient, Encounter, …) has members to update."""
+    return command.propagate and command.target.split("/", 1)[0] in compartment_owner_types()
+
+
 class Planner(RoleHandler):
     async def __call__(self, items: Sequence[Item]) -> None:
         for item in items:  # commands of one partition share targets: strictly one after another
@@ -74,7 +79,6 @@ class Planner(RoleHandler):
             job = prepared
             if not await self._write_target(command, job):
                 return
-            job = await self.jobs.get(command.command_id) or job
             emitted, partitions = await self._fan_out(command, job)
             if emitted is None:
                 return  # cancelled: the aggregator answers for it
@@ -121,7 +125,7 @@ class Planner(RoleHandler):
             return None
         seq = await self.jobs.next_seq(command.target)
         members = 0
-        if command.propagate and command.target.split("/", 1)[0] in compartment_owner_types():
+        if fans_out(command):
             members = await self.resources.collection.count_documents(
                 {"members_of": command.target, "_id": {"$ne": command.target}}
             )
@@ -172,7 +176,7 @@ class Planner(RoleHandler):
         """
         topic = self.settings.topics.updates
         partitions = sorted(await self.producer.partitions_for(topic))
-        if not command.propagate or command.target.split("/", 1)[0] not in compartment_owner_types():
+        if not fans_out(command):
             return 0, []
         before = set(job["accounts_before"])
         page = Page(

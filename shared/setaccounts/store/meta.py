@@ -77,8 +77,8 @@ def prepare_write(resource: Resource, previous: Document | None, now: datetime) 
     members_of = compartments_of(content)
     compartment = list(dict.fromkeys(members_of + accounts))
     version = (previous or {}).get("version", 0) + 1
-    served = {**content, "meta": dict(content.get("meta") or {})}
-    meta = served.setdefault("meta", {})
+    meta = dict(content.get("meta") or {})
+    served = {**content, "meta": meta}
     meta["versionId"] = str(version)
     meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if compartment:
