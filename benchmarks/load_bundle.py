@@ -1,6 +1,6 @@
 """Load one transaction Bundle (1 patient + N-1 resources referencing it by urn:uuid) and print resources/s.
 
-Runs the API in-process (httpx ASGITransport, lifespan included) against the engines `setaccounts.engines`
+Runs the API in-process (httpx ASGITransport, lifespan included) against the engines `setaccounts_dev.engines`
 finds or starts, in a throwaway database: `python benchmarks/load_bundle.py [--size 5000] [--runs 3]`.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from setaccounts.engines import engines
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
+from setaccounts_dev.engines import engines
 
 KINDS = ("Observation", "Condition", "Encounter")
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from setaccounts.engines import Engines
 from setaccounts.settings import Settings
+from setaccounts_dev.engines import Engines
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -170,9 +170,9 @@ Where the pipeline's time went (same runs):
 
 TEMPLATE = """# Benchmarks
 
-`make bench` (`.venv/bin/python benchmarks/run.py`) starts the engines once (`setaccounts.engines.engines()`:
-`KAFKA_BOOTSTRAP_SERVERS`/`MONGODB_URI` if set, else Docker, else embedded Tansu + SecantusDB) and measures,
-on those same engines, for each size:
+`make bench` (`.venv/bin/python benchmarks/run.py`) starts the engines once
+(`setaccounts_dev.engines.engines()`: `KAFKA_BOOTSTRAP_SERVERS`/`MONGODB_URI` if set, else Docker, else
+embedded Tansu + SecantusDB) and measures, on those same engines, for each size:
 
 1. **Pipeline**: a patient with N Observations is seeded (documents built by `prepare_write`, inserted with
    `insert_many`; not timed). The propagator runs as a subprocess, `python -m setaccounts_propagator run

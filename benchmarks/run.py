@@ -37,13 +37,13 @@ from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from report import PipelineResult, Row, breakdown_table, generated_block, mib, results_table, write_report
 
-from setaccounts.engines import Engines, engines
 from setaccounts.events import SetAccountsCommand
 from setaccounts.jobs import TERMINAL, Status
 from setaccounts.kafka import create_topics, make_producer, publish
 from setaccounts.mongo import ensure_indexes
 from setaccounts.settings import Settings
 from setaccounts.store.meta import Document, prepare_write, with_accounts
+from setaccounts_dev.engines import Engines, engines
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"

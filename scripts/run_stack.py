@@ -14,9 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from setaccounts.engines import EngineError, engines
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
+from setaccounts_dev.engines import EngineError, engines
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST, PORT = os.environ.get("SETACCOUNTS_HOST", "127.0.0.1"), int(os.environ.get("SETACCOUNTS_PORT", "8000"))

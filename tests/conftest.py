@@ -13,11 +13,11 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.engines import Engines, engines
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
 from setaccounts.store.meta import prepare_write
 from setaccounts_api.app import create_app
+from setaccounts_dev.engines import Engines, engines
 from setaccounts_propagator.bootstrap import ROLES, run
 
 

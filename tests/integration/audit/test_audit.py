@@ -18,11 +18,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
 from setaccounts.settings import Settings
-from setaccounts_propagator.audit.cli import EXIT_DRIFT, EXIT_REFUSED, audit_log, audit_redrive, audit_verify
-from setaccounts_propagator.audit.history import CommandRecord
-from setaccounts_propagator.audit.render import Format
-from setaccounts_propagator.audit.replay import load_history
-from setaccounts_propagator.audit.verify import verify_store
+from setaccounts_audit.cli import EXIT_DRIFT, EXIT_REFUSED, audit_log, audit_redrive, audit_verify
+from setaccounts_audit.history import CommandRecord
+from setaccounts_audit.render import Format
+from setaccounts_audit.replay import load_history
+from setaccounts_audit.verify import verify_store
 from tests.conftest import Seed, patient_with_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,7 +36,7 @@ async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "setaccounts_propagator.audit",
+        "setaccounts_audit",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from setaccounts.engines import EngineError, engines, start_tansu
+from setaccounts_dev.engines import EngineError, engines, start_tansu
 
 pytestmark = pytest.mark.integration
 

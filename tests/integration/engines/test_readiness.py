@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from setaccounts.engines import start_secantus, start_tansu
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
+from setaccounts_dev.engines import start_secantus, start_tansu
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from setaccounts.events import (
     SetAccountsCommand,
 )
 from setaccounts.store.meta import prepare_write
-from setaccounts_propagator.audit.history import History, Rejected, by_target, fold, since
-from setaccounts_propagator.audit.redrive import RedriveRefused, choose, redrive_command
-from setaccounts_propagator.audit.verify import check_resource, expectations
+from setaccounts_audit.history import History, Rejected, by_target, fold, since
+from setaccounts_audit.redrive import RedriveRefused, choose, redrive_command
+from setaccounts_audit.verify import check_resource, expectations
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

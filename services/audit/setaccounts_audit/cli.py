@@ -20,11 +20,11 @@ from pymongo.errors import PyMongoError
 from setaccounts.kafka import ReplayStalled
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
-from setaccounts_propagator.audit.history import since as since_filter
-from setaccounts_propagator.audit.redrive import RedriveRefused, redrive
-from setaccounts_propagator.audit.render import Format, print_log, print_redrive, print_report
-from setaccounts_propagator.audit.replay import load_history
-from setaccounts_propagator.audit.verify import verify_store
+from setaccounts_audit.history import since as since_filter
+from setaccounts_audit.redrive import RedriveRefused, redrive
+from setaccounts_audit.render import Format, print_log, print_redrive, print_report
+from setaccounts_audit.replay import load_history
+from setaccounts_audit.verify import verify_store
 
 EXIT_DRIFT = 1
 EXIT_REFUSED = 2

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from setaccounts.events import CommandFinished, SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
 from setaccounts.settings import Settings
-from setaccounts_propagator.audit.history import CommandRecord, by_target
-from setaccounts_propagator.audit.replay import load_history, watch_results
+from setaccounts_audit.history import CommandRecord, by_target
+from setaccounts_audit.replay import load_history, watch_results
 
 
 class RedriveRefused(Exception):

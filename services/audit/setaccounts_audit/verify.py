@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.fhir.compartments import compartments_of
 from setaccounts.store.meta import accounts_of, content_of
-from setaccounts_propagator.audit.history import CommandRecord, by_target
+from setaccounts_audit.history import CommandRecord, by_target
 
 Document = dict[str, Any]
 STREAM_BATCH = 1000

@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from setaccounts.events import CommandFinished, SetAccountsCommand
-from setaccounts_propagator.audit.history import CommandRecord
-from setaccounts_propagator.audit.verify import Report
+from setaccounts_audit.history import CommandRecord
+from setaccounts_audit.verify import Report
 
 WIDE = 240  # piped without COLUMNS: do not wrap the table at rich's default 80 columns
 TABLE_MIN_WIDTH = 170  # narrower consoles get the log as short blocks instead of a table

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from setaccounts.events import CommandFinished, EventError, SetAccountsCommand, command_envelope, decode
 from setaccounts.kafka import partitions_of, replay
 from setaccounts.settings import Settings
-from setaccounts_propagator.audit.history import History, Rejected
+from setaccounts_audit.history import History, Rejected
 
 Record: TypeAlias = Any  # an aiokafka ConsumerRecord[bytes, bytes]; aiokafka ships no type information
 WaitForFinish = Callable[[str, float], Awaitable[CommandFinished]]
