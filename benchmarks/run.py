@@ -38,7 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from report import PipelineResult, Row, breakdown_table, generated_block, mib, results_table, write_report
 
 from setaccounts.events import SetAccountsCommand
-from setaccounts.jobs import TERMINAL, Status
+from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.kafka import create_topics, make_producer, publish
 from setaccounts.mongo import ensure_indexes
 from setaccounts.settings import Settings
@@ -232,7 +232,7 @@ async def watch_job(
     """Poll the `jobs` document until it is terminal; notes when `planned` (fan-out finished) first shows."""
     planned_at: float | None = None
     while True:
-        job = await db.jobs.find_one({"_id": command_id}, {"agg": 0})
+        job = await db.jobs.find_one({"_id": command_id}, {"tallies": 0})
         elapsed = time.perf_counter() - started
         if job is not None:
             if planned_at is None and job.get("planned"):
@@ -275,9 +275,9 @@ async def measure_pipeline(found: Engines, members: int, workdir: Path) -> Pipel
                 say(f"pipeline {members:>6}: propagator pid {proc.pid} started; warm-up command")
                 warmup = command_for("warmup")
                 began = time.perf_counter()
-                await publish(producer, settings.topics.commands, warmup.target, warmup)
+                await publish(producer, settings.topics.commands, warmup)
                 warm = await watch_job(db, warmup.command_id, began, 180, proc)
-                if warm.job.get("status") != Status.COMPLETED:
+                if warm.job.get("status") != JobStatus.COMPLETED:
                     raise BenchError(f"warm-up ended {warm.job.get('status')}: {warm.job.get('outcome')}")
                 ready_rss = status_kib(proc.pid, "VmHWM")
                 say(f"pipeline {members:>6}: groups ready after {warm.seconds:.1f}s; timing the command")
@@ -286,14 +286,14 @@ async def measure_pipeline(found: Engines, members: int, workdir: Path) -> Pipel
                 command = command_for("bench")
                 cpu_before = cpu_snapshot(pids)
                 started = time.perf_counter()
-                await publish(producer, settings.topics.commands, command.target, command)
+                await publish(producer, settings.topics.commands, command)
                 watch = await watch_job(db, command.command_id, started, 120 + members * 0.02, proc)
                 cpu_after = cpu_snapshot(pids)
                 peak_rss = status_kib(proc.pid, "VmHWM")
         finally:
             await producer.stop()
         job = watch.job
-        if job.get("status") != Status.COMPLETED or job.get("resources_updated") != members + 1:
+        if job.get("status") != JobStatus.COMPLETED or job.get("resources_updated") != members + 1:
             raise BenchError(
                 f"expected completed with {members + 1} resources updated, got {job.get('status')} with "
                 f"{job.get('resources_updated')} ({job.get('outcome')})"

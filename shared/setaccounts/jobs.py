@@ -1,48 +1,123 @@
-"""The `jobs` collection: one document per command id, written by the API, planner and aggregator.
+"""The `jobs` collection: one typed document per command id, and the only code that touches it.
 
-Each writer sets only its own fields, so no writer overwrites another's: the API creates and cancels,
-the planner records planning progress, the aggregator records counts and the terminal status.
+Who writes what (every write is a `JobStore` method named for the step; `updated_at` goes with each):
+
+| field                                                  | writer                                         |
+|--------------------------------------------------------|------------------------------------------------|
+| target, accounts, propagate, requested_*, redrive_of,  | whoever sees the command first: the API, or    |
+| created_at                                             | the planner for a command published directly   |
+| target_seq, accounts_before, expected (estimate),      | planner: `start_plan`                          |
+| target_written, target_changed                         | planner: `mark_target_written`                 |
+| cursor, emitted                                        | planner: `checkpoint`                          |
+| planned, expected (final), partitions                  | planner: `finish_plan`                         |
+| rejected; http_status                                  | planner (`reject`, `record_failure`); API      |
+|                                                        | (`publish_failed`)                             |
+| tallies, processed, resources_updated,                 | aggregator: `save_aggregate`                   |
+| resources_changed, outcome, agg_rev                    |                                                |
+| cancelled_at, cancelled_by                             | API: `cancel`                                  |
+
+`status` is the one field several roles move, each only along its own transitions, and never out of a
+final status: `accepted` (on creation) → `planning` (planner, `start_plan`) → `applying` (planner,
+`checkpoint`) → `completed` | `error` (aggregator, `save_aggregate`); `error` also by the API when the
+command could not be published; `cancelled` by the API (`cancel`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import SetAccountsCommand
+from setaccounts.status import TERMINAL, JobStatus
 
-Document = dict[str, Any]
-
-
-class Status(StrEnum):
-    ACCEPTED = "accepted"
-    PLANNING = "planning"
-    APPLYING = "applying"
-    COMPLETED = "completed"
-    ERROR = "error"
-    CANCELLED = "cancelled"
+StoredJob = dict[str, Any]
 
 
-TERMINAL = (Status.COMPLETED, Status.ERROR, Status.CANCELLED)
+_RUNNING = {"$nin": sorted(TERMINAL)}
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+class StaleJob(Exception):
+    """Another aggregator wrote the job meanwhile; read it again and fold again."""
 
 
-def command_fields(command: SetAccountsCommand) -> Document:
-    """What identifies a command's content: a second publish with the same id must match it."""
-    return {
-        "target": command.target,
-        "accounts": list(command.accounts),
-        "propagate": command.propagate,
-    }
+class PartitionTally(BaseModel):
+    """The aggregator's count of one update partition for one command.
+
+    Members reach a partition in increasing order, so `watermark` (the highest member counted) keeps
+    repeats out of the counts. Stored names were `w`, `n`, `c` before; they are still read.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    watermark: str = Field("", validation_alias=AliasChoices("watermark", "w"))
+    processed: int = Field(0, validation_alias=AliasChoices("processed", "n"))
+    changed: int = Field(0, validation_alias=AliasChoices("changed", "c"))
+    done: bool = False
+
+
+class Job(BaseModel):
+    """A job as stored; unknown stored fields are ignored, missing ones take their defaults."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    id: str = Field(alias="_id")
+    status: JobStatus = JobStatus.ACCEPTED
+    target: str | None = None
+    accounts: list[str] = Field(default_factory=list)
+    propagate: bool = False
+    requested_at: datetime | None = None
+    requested_by: str | None = None
+    redrive_of: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    # planner
+    target_seq: int | None = None
+    accounts_before: list[str] = Field(default_factory=list)
+    target_written: bool = False
+    target_changed: bool = False
+    cursor: str | None = None
+    emitted: int = 0
+    planned: bool = False
+    expected: int | None = None
+    partitions: list[int] = Field(default_factory=list)
+    http_status: int | None = None
+    rejected: bool = False  # created for an invalid command, to carry its 400
+    # aggregator
+    tallies: dict[str, PartitionTally] = Field(
+        default_factory=dict, validation_alias=AliasChoices("tallies", "agg")
+    )
+    processed: int = 0
+    resources_updated: int = 0
+    resources_changed: int = 0
+    outcome: dict[str, Any] | None = None
+    agg_rev: int | None = None
+    # API
+    cancelled_at: datetime | None = None
+    cancelled_by: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def progress(self) -> Progress:
+        """Resources processed so far (target included once written) out of the planned total."""
+        done = int(self.target_written) + self.processed
+        return Progress(done, None if self.expected is None else self.expected + 1)
+
+    def same_command(self, command: SetAccountsCommand) -> bool:
+        """A second publish with this id must carry the same content (target, accounts, propagate)."""
+        return (self.target, self.accounts, self.propagate) == (
+            command.target,
+            list(command.accounts),
+            command.propagate,
+        )
 
 
 @dataclass(frozen=True)
@@ -51,35 +126,50 @@ class Progress:
     total: int | None
 
 
-def progress_of(job: Document) -> Progress:
-    """Resources processed so far (target included once written) out of the planned total."""
-    done = (1 if job.get("target_written") else 0) + int(job.get("processed", 0))
-    expected = job.get("expected")
-    return Progress(done, None if expected is None else int(expected) + 1)
+@dataclass(frozen=True)
+class Aggregate:
+    """What the aggregator writes after folding a batch of results (status only when it changes it)."""
+
+    tallies: dict[str, PartitionTally]
+    processed: int
+    resources_updated: int
+    resources_changed: int
+    status: JobStatus | None = None
+    outcome: dict[str, Any] | None = None
 
 
-def result_of(job: Document) -> tuple[int, int]:
-    """(resourcesUpdated, resourcesChanged) as the aggregator recorded them."""
-    return int(job.get("resources_updated", 0)), int(job.get("resources_changed", 0))
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class JobStore:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
-        self.collection: AsyncCollection[Document] = db.jobs
-        self.sequences: AsyncCollection[Document] = db.sequences
+    def __init__(self, db: AsyncDatabase[StoredJob]) -> None:
+        self._jobs: AsyncCollection[StoredJob] = db.jobs
+        self._sequences: AsyncCollection[StoredJob] = db.sequences
 
-    async def get(self, command_id: str) -> Document | None:
-        return await self.collection.find_one({"_id": command_id})
+    async def get(self, command_id: str) -> Job | None:
+        found = await self._jobs.find_one({"_id": command_id})
+        return None if found is None else Job.model_validate(found)
 
-    async def ensure(self, command: SetAccountsCommand) -> Document:
+    async def cancelled_among(self, command_ids: list[str]) -> set[str]:
+        found = self._jobs.find(
+            {"_id": {"$in": command_ids}, "status": JobStatus.CANCELLED.value}, {"_id": 1}
+        )
+        return {doc["_id"] async for doc in found}
+
+    # --- API or planner ------------------------------------------------------------------------------
+
+    async def ensure(self, command: SetAccountsCommand) -> Job:
         """The job for this command, created as `accepted` if no one created it before."""
         now = _now()
-        created = await self.collection.find_one_and_update(
+        created = await self._jobs.find_one_and_update(
             {"_id": command.command_id},
             {
                 "$setOnInsert": {
-                    **command_fields(command),
-                    "status": Status.ACCEPTED.value,
+                    "target": command.target,
+                    "accounts": list(command.accounts),
+                    "propagate": command.propagate,
+                    "status": JobStatus.ACCEPTED.value,
                     "requested_at": command.requested_at,
                     "requested_by": command.requested_by,
                     "redrive_of": command.redrive_of,
@@ -91,41 +181,114 @@ class JobStore:
             return_document=ReturnDocument.AFTER,
         )
         assert created is not None
-        return created
+        return Job.model_validate(created)
 
-    async def update(self, command_id: str, fields: Document, unless_terminal: bool = True) -> bool:
-        """Set fields unless the job already ended; True when the job was updated."""
-        query: Document = {"_id": command_id}
-        if unless_terminal:
-            query["status"] = {"$nin": [s.value for s in TERMINAL]}
-        result = await self.collection.update_one(query, {"$set": {**fields, "updated_at": _now()}})
-        return result.matched_count == 1
+    # --- API -----------------------------------------------------------------------------------------
+
+    async def publish_failed(self, command_id: str) -> None:
+        """The API could not publish the command: nothing will run it."""
+        await self._set(command_id, {"status": JobStatus.ERROR.value, "http_status": 503})
+
+    async def cancel(self, command_id: str, by: str | None) -> Job | None:
+        """Mark a running job cancelled; returns the job as it is afterwards (None if unknown)."""
+        now = _now()
+        await self._set(
+            command_id, {"status": JobStatus.CANCELLED.value, "cancelled_at": now, "cancelled_by": by}
+        )
+        return await self.get(command_id)
+
+    # --- planner -------------------------------------------------------------------------------------
 
     async def next_seq(self, target: str) -> int:
         """A per-target, strictly increasing number: orders commands for the same target."""
-        found = await self.sequences.find_one_and_update(
+        found = await self._sequences.find_one_and_update(
             {"_id": target}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
         assert found is not None
         return int(found["seq"])
 
-    async def cancel(self, command_id: str, by: str | None) -> Document | None:
-        """Mark a running job cancelled; returns the job as it is afterwards (None if unknown)."""
-        await self.collection.update_one(
-            {"_id": command_id, "status": {"$nin": [s.value for s in TERMINAL]}},
+    async def start_plan(
+        self, command_id: str, target_seq: int, accounts_before: list[str], members: int
+    ) -> Job | None:
+        """Fix what the target held before and the command's place in its order, once for every re-run."""
+        await self._jobs.update_one(
+            {"_id": command_id, "target_seq": {"$exists": False}},
             {
                 "$set": {
-                    "status": Status.CANCELLED.value,
-                    "cancelled_at": _now(),
-                    "cancelled_by": by,
+                    "target_seq": target_seq,
+                    "accounts_before": accounts_before,
+                    "status": JobStatus.PLANNING.value,
+                    "expected": members,
+                    "planned": False,
                     "updated_at": _now(),
                 }
             },
         )
         return await self.get(command_id)
 
-    async def cancelled_among(self, command_ids: list[str]) -> set[str]:
-        found = self.collection.find(
-            {"_id": {"$in": command_ids}, "status": Status.CANCELLED.value}, {"_id": 1}
+    async def mark_target_written(self, command_id: str, changed: bool) -> bool:
+        """True unless the job ended meanwhile."""
+        return await self._set(command_id, {"target_written": True, "target_changed": changed})
+
+    async def checkpoint(self, command_id: str, cursor: str, emitted: int) -> bool:
+        """Members up to `cursor` were emitted and acknowledged; False when the job ended meanwhile."""
+        return await self._set(
+            command_id, {"cursor": cursor, "emitted": emitted, "status": JobStatus.APPLYING.value}
         )
-        return {doc["_id"] async for doc in found}
+
+    async def finish_plan(self, command_id: str, expected: int, partitions: list[int]) -> Job | None:
+        await self._set(command_id, {"planned": True, "expected": expected, "partitions": partitions})
+        return await self.get(command_id)
+
+    async def record_failure(self, command_id: str, http_status: int) -> None:
+        """The HTTP status the failure answers with; the aggregator ends the job on `CommandFailed`."""
+        await self._set(command_id, {"http_status": http_status})
+
+    async def reject(self, command_id: str, target: str | None) -> bool:
+        """An invalid command's job, created to carry the 400; False if the id belongs to a job of a valid
+        command (a rejected event never touches a job it does not own)."""
+        found = await self._jobs.find_one_and_update(
+            {"_id": command_id},
+            {
+                "$setOnInsert": {
+                    "status": JobStatus.ACCEPTED.value,
+                    "target": target,
+                    "created_at": _now(),
+                    "http_status": 400,
+                    "rejected": True,
+                }
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return bool(found and found.get("rejected"))
+
+    # --- aggregator ----------------------------------------------------------------------------------
+
+    async def save_aggregate(self, job: Job, aggregate: Aggregate) -> None:
+        """Write the fold's result if no other aggregator wrote the job since `job` was read."""
+        fields: StoredJob = {
+            "tallies": {p: t.model_dump() for p, t in aggregate.tallies.items()},
+            "processed": aggregate.processed,
+            "resources_updated": aggregate.resources_updated,
+            "resources_changed": aggregate.resources_changed,
+            "agg_rev": (job.agg_rev or 0) + 1,
+            "updated_at": _now(),
+        }
+        if aggregate.status is not None:
+            fields["status"] = aggregate.status.value
+        if aggregate.outcome is not None:
+            fields["outcome"] = aggregate.outcome
+        guard: StoredJob = {"_id": job.id, "agg_rev": job.agg_rev if job.agg_rev is not None else None}
+        if job.agg_rev is None:
+            guard["agg_rev"] = {"$exists": False}
+        result = await self._jobs.update_one(guard, {"$set": fields, "$unset": {"agg": ""}})
+        if result.matched_count == 0:
+            raise StaleJob(job.id)
+
+    async def _set(self, command_id: str, fields: StoredJob) -> bool:
+        """Set fields unless the job already ended; True when the job was updated."""
+        result = await self._jobs.update_one(
+            {"_id": command_id, "status": _RUNNING}, {"$set": {**fields, "updated_at": _now()}}
+        )
+        return result.matched_count == 1

@@ -6,15 +6,15 @@ idempotent consumers, never from Kafka transactions.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from pydantic import BaseModel
 
-from setaccounts.events import encode, headers_for
+from setaccounts.events import Event, encode, headers_for
 from setaccounts.settings import Settings
 
 DLQ_HEADERS = ("dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset", "dlq.consumer")
@@ -88,9 +88,25 @@ async def dead_letter(
     await producer.send_and_wait(topic, record.value, key=record.key, headers=headers)
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, key: str, event: BaseModel) -> None:
-    """Send one event and wait for the broker's acknowledgement."""
-    await producer.send_and_wait(topic, encode(event), key=key.encode(), headers=headers_for(event))
+async def publish(producer: AIOKafkaProducer, topic: str, event: Event) -> None:
+    """Send one event under its own key and wait for the broker's acknowledgement."""
+    await publish_many(producer, topic, [event])
+
+
+async def publish_many(producer: AIOKafkaProducer, topic: str, events: Iterable[Event]) -> None:
+    """Send events under their own keys (and pinned partitions), batched, then wait for every
+    acknowledgement: when this returns, all of them are on the broker."""
+    acks = [
+        await producer.send(
+            topic,
+            encode(event),
+            key=event.key.encode(),
+            partition=event.pinned_partition,
+            headers=headers_for(event),
+        )
+        for event in events
+    ]
+    await asyncio.gather(*acks)
 
 
 async def partitions_of(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
@@ -109,8 +125,6 @@ async def partitions_of(bootstrap_servers: str, topic: str) -> list[TopicPartiti
 
 class ReplayStalled(RuntimeError):
     """The broker stopped returning records before the end offsets were reached; retriable."""
-
-    retriable = True
 
 
 async def replay(

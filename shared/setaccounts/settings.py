@@ -8,19 +8,24 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from setaccounts.events.channels import CHANNELS, COMMANDS, DEADLETTER, RESULTS, UPDATES, Channel
+
 
 class Topics:
-    """Topic names derived from one prefix, so tests can isolate runs by prefix alone."""
+    """Topic names: the channels' addresses behind one prefix, so tests can isolate runs by prefix alone."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.commands = f"{prefix}set-accounts.commands"
-        self.updates = f"{prefix}set-accounts.updates"
-        self.results = f"{prefix}set-accounts.results"
-        self.deadletter = f"{prefix}set-accounts.deadletter"
+        self.commands = self.of(COMMANDS)
+        self.updates = self.of(UPDATES)
+        self.results = self.of(RESULTS)
+        self.deadletter = self.of(DEADLETTER)
 
-    def all(self) -> tuple[str, str, str, str]:
-        return (self.commands, self.updates, self.results, self.deadletter)
+    def of(self, channel: Channel) -> str:
+        return f"{self.prefix}{channel.address}"
+
+    def all(self) -> tuple[str, ...]:
+        return tuple(self.of(c) for c in CHANNELS)
 
 
 class Settings(BaseSettings):

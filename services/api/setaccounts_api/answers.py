@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Request
 
 from setaccounts.fhir.outcomes import operation_outcome
-from setaccounts.jobs import Status, progress_of, result_of
+from setaccounts.jobs import Job
 from setaccounts.settings import Settings
+from setaccounts.status import JobStatus
 from setaccounts_api.fhir_body import fhir_base
 from setaccounts_api.parameters import output
 from setaccounts_api.responses import FhirResponse, fhir
@@ -21,14 +20,14 @@ def status_url(request: Request, settings: Settings, command_id: str) -> str:
     return f"{fhir_base(request, settings)}/job/{command_id}/status"
 
 
-def progress_header(job: dict[str, Any]) -> str:
-    progress = progress_of(job)
+def progress_header(job: Job) -> str:
+    progress = job.progress
     return f"{progress.done} of {progress.total}" if progress.total is not None else f"{progress.done}"
 
 
-def accepted(job: dict[str, Any], status_url: str) -> FhirResponse:
+def accepted(job: Job, status_url: str) -> FhirResponse:
     """202: still running; where to poll and how far it got."""
-    body = operation_outcome("informational", f"job {job['_id']} is {job['status']}", severity="information")
+    body = operation_outcome("informational", f"job {job.id} is {job.status}", severity="information")
     return fhir(
         body,
         202,
@@ -40,20 +39,17 @@ def accepted(job: dict[str, Any], status_url: str) -> FhirResponse:
     )
 
 
-def answer(job: dict[str, Any], status_url: str) -> FhirResponse:
+def job_answer(job: Job, status_url: str) -> FhirResponse:
     """The final answer once the job ended, else the 202 'still running' answer."""
-    status = job["status"]
-    if status == Status.COMPLETED:
-        updated, changed = result_of(job)
-        return fhir(output(updated, changed), 200)
-    if status == Status.ERROR:
-        body = job.get("outcome") or operation_outcome("exception", f"job {job['_id']} failed")
-        return fhir(body, int(job.get("http_status", 500)))
-    if status == Status.CANCELLED:
-        updated, _ = result_of(job)
+    if job.status == JobStatus.COMPLETED:
+        return fhir(output(job.resources_updated, job.resources_changed), 200)
+    if job.status == JobStatus.ERROR:
+        body = job.outcome or operation_outcome("exception", f"job {job.id} failed")
+        return fhir(body, job.http_status or 500)
+    if job.status == JobStatus.CANCELLED:
         body = operation_outcome(
             "processing",
-            f"job {job['_id']} was cancelled; {updated} resources were updated before it stopped",
+            f"job {job.id} was cancelled; {job.resources_updated} resources were updated before it stopped",
         )
         return fhir(body, 410, {"X-Progress": f"cancelled at {progress_header(job)}"})
     return accepted(job, status_url)

@@ -68,7 +68,7 @@ async def redrive(
     await producer.start()
     try:
         async with watch_results(settings) as wait:
-            await publish(producer, settings.topics.commands, command.target, command)
+            await publish(producer, settings.topics.commands, command)
             finished = await wait(command.command_id, wait_seconds)
     finally:
         await producer.stop()

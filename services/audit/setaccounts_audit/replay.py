@@ -19,7 +19,14 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from setaccounts.events import CommandFinished, EventError, SetAccountsCommand, command_envelope, decode
+from setaccounts.events import (
+    COMMANDS,
+    RESULTS,
+    CommandFinished,
+    EventError,
+    SetAccountsCommand,
+    command_envelope,
+)
 from setaccounts.kafka import partitions_of, replay
 from setaccounts.settings import Settings
 from setaccounts_audit.history import History, Rejected
@@ -92,7 +99,7 @@ async def load_history(settings: Settings, *, progress: bool | None = None) -> L
     loaded = Loaded()
     async for record in read_topic(settings, settings.topics.commands, progress=progress):
         try:
-            command = decode("commands", record.value)
+            command = COMMANDS.decode(record.value)
         except EventError:
             rejected = rejected_command(record)
             if rejected is None:
@@ -106,7 +113,7 @@ async def load_history(settings: Settings, *, progress: bool | None = None) -> L
         if _header(record, "event-type") in {"BatchApplied", "PartitionDone"}:
             continue  # the bulk of the topic, and nothing the log shows: skip parsing it
         try:
-            loaded.history.add_result(decode("results", record.value))
+            loaded.history.add_result(RESULTS.decode(record.value))
         except EventError:
             loaded.undecodable += 1
     return loaded

@@ -1,9 +1,11 @@
-"""Aggregator (aggregate): folds the results topic into each job's counts and status, and publishes the
-final `CommandFinished` answer.
+"""Aggregator (aggregate): folds the results topic into each job's counts and final status, and publishes
+the final `CommandFinished` answer.
 
 Counts cannot be inflated by duplicates: per (command, update partition) it keeps a watermark, the highest
 member reference counted. Members reach a partition in increasing order (the planner streams them sorted),
 so a redelivered batch, a re-planned fan-out or a zombie applier only ever repeats members at or below it.
+The plan (expected members, partitions, whether the target changed) is the planner's: it is written to the
+job before `CommandPlanned` is published, and only read here.
 """
 
 from __future__ import annotations
@@ -23,67 +25,63 @@ from setaccounts.events import (
     CommandPlanned,
     Outcome,
     PartitionDone,
-    encode,
-    headers_for,
 )
-from setaccounts.jobs import TERMINAL, Status
+from setaccounts.jobs import Aggregate, Job, PartitionTally
+from setaccounts.kafka import publish
 from setaccounts.metrics import JOBS_FINISHED
-from setaccounts_propagator.consumer import Item, RoleHandler
+from setaccounts.status import JobStatus
+from setaccounts_propagator.role import Item, RoleHandler
 
 log = structlog.get_logger(__name__)
 COUNTED = (Outcome.CHANGED, Outcome.UNCHANGED)
 
 
-class StaleJob(Exception):
-    """Another aggregator wrote the job meanwhile; retriable by reading it again."""
-
-    retriable = True
-
-
-def fold(job: dict[str, Any], events: Sequence[Any]) -> dict[str, Any]:
-    """The job's aggregate fields after these result events (pure: the input is not modified)."""
-    state = {p: dict(v) for p, v in (job.get("agg") or {}).items()}
-    fields: dict[str, Any] = {}
+def aggregate(job: Job, events: Sequence[Any]) -> Aggregate:
+    """The job's counts and status after these result events (pure: `job` is not modified)."""
+    tallies = {p: t.model_copy() for p, t in job.tallies.items()}
+    plan = job
+    status: JobStatus | None = None
+    outcome: dict[str, Any] | None = None
     for event in events:
-        if isinstance(event, CommandPlanned):
-            fields.update(
-                planned=True,
-                expected=event.expected,
-                partitions=event.partitions,
-                target_changed=event.target_changed,
-                target_written=True,
+        if isinstance(event, CommandPlanned):  # the planner recorded the same on the job before sending it
+            plan = plan.model_copy(
+                update={
+                    "planned": True,
+                    "partitions": event.partitions,
+                    "target_written": True,
+                    "target_changed": event.target_changed,
+                }
             )
         elif isinstance(event, BatchApplied):
-            part = state.setdefault(str(event.partition), {"w": "", "n": 0, "c": 0, "done": False})
-            for member, outcome in event.entries:
-                if member <= part["w"]:
+            tally = tallies.setdefault(str(event.partition), PartitionTally())
+            for member, result in event.entries:
+                if member <= tally.watermark:
                     continue  # counted before: a redelivery, a re-plan or a zombie's repeat
-                part["w"] = member
-                part["n"] += outcome in COUNTED
-                part["c"] += outcome == Outcome.CHANGED
+                tally.watermark = member
+                tally.processed += result in COUNTED
+                tally.changed += result == Outcome.CHANGED
         elif isinstance(event, PartitionDone):
-            state.setdefault(str(event.partition), {"w": "", "n": 0, "c": 0, "done": False})["done"] = True
+            tallies.setdefault(str(event.partition), PartitionTally()).done = True
         elif isinstance(event, CommandFailed):
-            fields.update(status=Status.ERROR.value, outcome=event.outcome)
+            status, outcome = JobStatus.ERROR, event.outcome
         elif isinstance(event, CancelRequested):
-            fields.update(status=Status.CANCELLED.value)
-    merged = {**job, **fields}
-    processed = sum(p["n"] for p in state.values())
-    changed = sum(p["c"] for p in state.values())
-    target_written = bool(merged.get("target_written"))
-    fields.update(
-        agg=state,
-        processed=processed,
-        resources_updated=processed + target_written,
-        resources_changed=changed + bool(merged.get("target_changed")),
-    )
+            status = JobStatus.CANCELLED
+    processed = sum(t.processed for t in tallies.values())
+    changed = sum(t.changed for t in tallies.values())
     if (
-        merged.get("status") not in TERMINAL
-        and merged.get("planned")
-        and all(state.get(str(p), {}).get("done") for p in merged.get("partitions", []))
+        status is None
+        and plan.planned
+        and all(tallies.get(str(p), PartitionTally()).done for p in plan.partitions)
     ):
-        fields["status"] = Status.COMPLETED.value
-    return fields
+        status = JobStatus.COMPLETED
+    return Aggregate(
+        tallies=tallies,
+        processed=processed,
+        resources_updated=processed + plan.target_written,
+        resources_changed=changed + plan.target_changed,
+        status=None if job.finished else status,
+        outcome=outcome,
+    )
 
 
 class Aggregator(RoleHandler):
@@ -99,41 +97,26 @@ class Aggregator(RoleHandler):
         if job is None:
             log.warning("results for an unknown job", command_id=command_id, events=len(events))
             return
-        fields = fold(job, events)
-        was_terminal = job.get("status") in TERMINAL
-        status = str(fields.get("status", job.get("status")))
-        if (status in TERMINAL and not was_terminal) or any(isinstance(e, CancelRequested) for e in events):
-            await self._finish(command_id, status, fields, job)  # publish first: a crash re-publishes
-        if was_terminal:
-            fields.pop("status", None)
-        revision = job.get("agg_rev", 0)
-        result = await self.jobs.collection.update_one(
-            {"_id": command_id, "agg_rev": job.get("agg_rev")}
-            if "agg_rev" in job
-            else {"_id": command_id, "agg_rev": {"$exists": False}},
-            {"$set": {**fields, "agg_rev": revision + 1}},
-        )
-        if result.matched_count == 0:
-            raise StaleJob(command_id)
-        if status == Status.COMPLETED and not was_terminal:
+        result = aggregate(job, events)
+        if result.status is not None or any(isinstance(e, CancelRequested) for e in events):
+            await self._finish(job, result)  # publish first: a crash re-publishes
+        await self.jobs.save_aggregate(job, result)
+        if result.status == JobStatus.COMPLETED:
             log.info(
                 "command completed",
                 command_id=command_id,
-                updated=fields["resources_updated"],
-                changed=fields["resources_changed"],
+                updated=result.resources_updated,
+                changed=result.resources_changed,
             )
 
-    async def _finish(
-        self, command_id: str, status: str, fields: dict[str, Any], job: dict[str, Any]
-    ) -> None:
+    async def _finish(self, job: Job, result: Aggregate) -> None:
+        status = result.status or job.status
         event = CommandFinished(
-            command_id=command_id,
-            status=status,
-            resources_updated=fields["resources_updated"],
-            resources_changed=fields["resources_changed"],
-            outcome=fields.get("outcome", job.get("outcome")) if status == Status.ERROR else None,
+            command_id=job.id,
+            status=status.value,
+            resources_updated=result.resources_updated,
+            resources_changed=result.resources_changed,
+            outcome=(result.outcome or job.outcome) if status == JobStatus.ERROR else None,
         )
-        JOBS_FINISHED.labels(status).inc()
-        await self.producer.send_and_wait(
-            self.settings.topics.results, encode(event), key=command_id.encode(), headers=headers_for(event)
-        )
+        JOBS_FINISHED.labels(status.value).inc()
+        await publish(self.producer, self.settings.topics.results, event)

@@ -15,33 +15,57 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.events import COMMANDS, RESULTS, UPDATES, Channel
 from setaccounts.kafka import create_topics, make_consumer, make_producer
 from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
 from setaccounts_propagator.aggregator import Aggregator
 from setaccounts_propagator.applier import Applier
-from setaccounts_propagator.consumer import ConsumerLoop, Handler
+from setaccounts_propagator.consumer import ConsumerLoop
 from setaccounts_propagator.planner import Planner
+from setaccounts_propagator.role import RoleHandler
 
 log = structlog.get_logger(__name__)
-HandlerFactory = Callable[[Settings, AsyncDatabase[dict[str, Any]], AIOKafkaProducer], Handler]
 
 
 @dataclass(frozen=True)
 class Role:
-    kind: str  # the contract of its input topic
-    topic: Callable[[Settings], str]
-    handler: HandlerFactory
+    """A consumer group: the channel it reads and the handler it runs (what it sends is in channels.py)."""
+
+    reads: Channel
+    handler: type[RoleHandler]
     batch: Callable[[Settings], int]
     max_poll_interval_ms: int = 300_000  # longer than any one batch may take, or the group drops the member
 
 
 ROLES: dict[str, Role] = {
     # One command's fan-out runs inside one poll: allow an hour (tens of millions of members).
-    "planner": Role("commands", lambda s: s.topics.commands, Planner, lambda s: 20, 3_600_000),
-    "applier": Role("updates", lambda s: s.topics.updates, Applier, lambda s: s.apply_batch_size),
-    "aggregator": Role("results", lambda s: s.topics.results, Aggregator, lambda s: 2000),
+    "planner": Role(COMMANDS, Planner, lambda s: 20, 3_600_000),
+    "applier": Role(UPDATES, Applier, lambda s: s.apply_batch_size),
+    "aggregator": Role(RESULTS, Aggregator, lambda s: 2000),
 }
+
+
+def build_loop(
+    name: str, settings: Settings, db: AsyncDatabase[dict[str, Any]], producer: AIOKafkaProducer
+) -> ConsumerLoop:
+    """One role's consume loop, with its own consumer and a handler over the shared clients."""
+    role = ROLES[name]
+    return ConsumerLoop(
+        role=name,
+        channel=role.reads,
+        consumer=make_consumer(
+            settings,
+            name,
+            settings.topics.of(role.reads),
+            max_records=role.batch(settings),
+            max_poll_interval_ms=role.max_poll_interval_ms,
+        ),
+        producer=producer,
+        deadletter_topic=settings.topics.deadletter,
+        handler=role.handler(settings, db, producer),
+        max_retries=settings.max_retries,
+    )
 
 
 async def run(
@@ -55,24 +79,7 @@ async def run(
         await ensure_indexes(db)
         await create_topics(settings)
         await producer.start()
-        loops = [
-            ConsumerLoop(
-                role=name,
-                kind=ROLES[name].kind,
-                consumer=make_consumer(
-                    settings,
-                    name,
-                    ROLES[name].topic(settings),
-                    max_records=ROLES[name].batch(settings),
-                    max_poll_interval_ms=ROLES[name].max_poll_interval_ms,
-                ),
-                producer=producer,
-                deadletter_topic=settings.topics.deadletter,
-                handle=ROLES[name].handler(settings, db, producer),
-                max_retries=settings.max_retries,
-            )
-            for name in roles
-        ]
+        loops = [build_loop(name, settings, db, producer) for name in roles]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
         if ready is not None:
             ready.set()

@@ -7,72 +7,33 @@ idempotent, so redelivery changes nothing. One bad record never stops the loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.events import EventError, decode
-from setaccounts.jobs import JobStore
+from setaccounts.events import Channel, EventError
+from setaccounts.failures import PermanentFailure
 from setaccounts.kafka import dead_letter
 from setaccounts.metrics import BATCH_SECONDS, RECORDS
-from setaccounts.settings import Settings
-from setaccounts.store.resources import ResourceStore
+from setaccounts_propagator.role import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
-
-
-@dataclass(frozen=True)
-class Item:
-    """A decoded event with the record it came from."""
-
-    record: Record
-    event: Any
-
-
-class Handler(Protocol):
-    async def __call__(self, items: Sequence[Item]) -> None: ...
-
-
-class GivesUp(Protocol):
-    async def give_up(self, item: Item, error: BaseException | None) -> None: ...
-
-
-class Rejects(Protocol):
-    async def reject(self, record: Record, error: EventError) -> bool:
-        """Answer an invalid record that still names its command; False sends it to the dead-letter topic."""
-        ...
-
-
-@dataclass
-class RoleHandler:
-    """What every role's handler is built from (wired in bootstrap.py)."""
-
-    settings: Settings
-    db: AsyncDatabase[dict[str, Any]]
-    producer: AIOKafkaProducer
-
-    def __post_init__(self) -> None:
-        self.jobs = JobStore(self.db)
-        self.resources = ResourceStore(self.db)
 
 
 @dataclass
 class ConsumerLoop:
     role: str
-    kind: str  # which contract the topic carries: "commands", "updates" or "results"
+    channel: Channel  # the contract of the topic it reads
     consumer: AIOKafkaConsumer
     producer: AIOKafkaProducer
     deadletter_topic: str
-    handle: Handler
+    handler: RoleHandler
     max_retries: int = 5
     retry_backoff: float = 0.2
-    on_idle: Callable[[], Awaitable[None]] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.consumer.start()
@@ -81,8 +42,6 @@ class ConsumerLoop:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200)
                 if not batches:
-                    if self.on_idle:
-                        await self.on_idle()
                     continue
                 records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
                 with BATCH_SECONDS.labels(self.role).time():
@@ -95,9 +54,9 @@ class ConsumerLoop:
         items: list[Item] = []
         for record in records:
             try:
-                items.append(Item(record, decode(self.kind, record.value)))
+                items.append(Item(record, self.channel.decode(record.value)))
             except EventError as exc:
-                if not (isinstance(self.handle, _RejectsCheck) and await self.handle.reject(record, exc)):
+                if not await self.handler.reject(record, exc):
                     await self._dead_letter(record, str(exc))
         if items:
             await self._handle_with_retries(items)
@@ -107,11 +66,11 @@ class ConsumerLoop:
         error: Exception | None = None
         for attempt in range(self.max_retries + 1):
             try:
-                await self.handle(items)
+                await self.handler(items)
                 return
             except Exception as exc:
                 error = exc
-                if getattr(exc, "retriable", True) is False:
+                if isinstance(exc, PermanentFailure):
                     log.warning("batch refused", role=self.role, size=len(items), error=repr(exc))
                     break
                 log.warning(
@@ -125,11 +84,10 @@ class ConsumerLoop:
                 await asyncio.sleep(min(self.retry_backoff * 2**attempt, 5.0))
         if len(items) == 1:
             await self._dead_letter(items[0].record, f"gave up: {error!r}")
-            if isinstance(self.handle, _GivesUpCheck):
-                try:
-                    await self.handle.give_up(items[0], error)
-                except Exception:  # the record is parked already; keep consuming
-                    log.exception("give-up failed", role=self.role, **_where_fields(items[0].record))
+            try:
+                await self.handler.give_up(items[0], error)
+            except Exception:  # the record is parked already; keep consuming
+                log.exception("give-up failed", role=self.role, **_where_fields(items[0].record))
             return
         for item in items:  # isolate the poison record: the others still go through
             await self._handle_with_retries([item])
@@ -145,16 +103,6 @@ class ConsumerLoop:
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # Partitions moved during the batch: the new owner redelivers, and handlers are idempotent.
             log.warning("commit skipped", role=self.role, error=repr(exc))
-
-
-@runtime_checkable
-class _GivesUpCheck(GivesUp, Protocol):
-    pass
-
-
-@runtime_checkable
-class _RejectsCheck(Rejects, Protocol):
-    pass
 
 
 def _where_fields(record: Record) -> dict[str, Any]:

@@ -1,16 +1,14 @@
 """Planner (command → fan-out): sets the target's accounts, then streams the target's compartment members
 from MongoDB and emits one update per member, keyed by member so each member's updates stay in order.
 
-Re-consuming a command resumes from the job's checkpoint; the applier's marks make re-emitted updates
+Re-consuming a command resumes from the job's checkpoint; the members' marks make re-emitted updates
 harmless and the aggregator's per-partition watermarks keep them out of the counts.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -20,19 +18,18 @@ from setaccounts.events import (
     EndOfCommand,
     EventError,
     MemberUpdate,
+    Outcome,
     SetAccountsCommand,
     command_envelope,
-    encode,
-    headers_for,
 )
+from setaccounts.failures import PermanentFailure
 from setaccounts.fhir.compartments import compartment_owner_types
 from setaccounts.fhir.outcomes import operation_outcome
-from setaccounts.jobs import TERMINAL, Status, command_fields
-from setaccounts.kafka import publish
-from setaccounts.store.marks import apply_accounts, write_op
+from setaccounts.jobs import Job
+from setaccounts.kafka import publish, publish_many
 from setaccounts.store.meta import accounts_of
-from setaccounts.store.resources import VersionConflict, now
-from setaccounts_propagator.consumer import Item, Record, RoleHandler
+from setaccounts.store.propagation import Application
+from setaccounts_propagator.role import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +46,8 @@ class Page:
     members: list[str] = field(default_factory=list)
 
 
-class DuplicateCommandId(ValueError):
+class DuplicateCommandId(PermanentFailure):
     """A command id was reused for different content: refused, never retried."""
-
-    retriable = False
 
 
 def fans_out(command: SetAccountsCommand) -> bool:
@@ -67,54 +62,45 @@ class Planner(RoleHandler):
 
     async def plan(self, command: SetAccountsCommand) -> None:
         job = await self.jobs.ensure(command)
-        if {k: job.get(k) for k in command_fields(command)} != command_fields(command):
+        if not job.same_command(command):
             raise DuplicateCommandId(f"command id {command.command_id} was already used for another command")
-        if job["status"] in TERMINAL:
-            log.info("command already finished", command_id=command.command_id, status=job["status"])
+        if job.finished:
+            log.info("command already finished", command_id=command.command_id, status=job.status)
             return
-        if not job.get("planned"):
+        if not job.planned:
             prepared = await self._prepare(command, job)
-            if prepared is None:
+            if prepared is None or not await self._write_target(command, prepared):
                 return
-            job = prepared
-            if not await self._write_target(command, job):
-                return
-            emitted, partitions = await self._fan_out(command, job)
-            if emitted is None:
+            planned = await self._fan_out(command, prepared)
+            if planned is None:
                 return  # cancelled: the aggregator answers for it
-            await self.jobs.update(
-                command.command_id, {"planned": True, "expected": emitted, "partitions": partitions}
-            )
-            job = await self.jobs.get(command.command_id) or job
+            job = await self.jobs.finish_plan(command.command_id, *planned) or prepared
+        assert job.target_seq is not None
         await publish(
             self.producer,
             self.settings.topics.results,
-            command.command_id,
             CommandPlanned(
                 command_id=command.command_id,
                 target=command.target,
-                target_seq=job["target_seq"],
-                accounts_before=job["accounts_before"],
+                target_seq=job.target_seq,
+                accounts_before=job.accounts_before,
                 accounts_after=list(command.accounts),
                 propagate=command.propagate,
-                target_changed=bool(job.get("target_changed")),
-                expected=int(job.get("expected", 0)),
-                partitions=list(job.get("partitions", [])),
+                target_changed=job.target_changed,
+                expected=job.expected or 0,
+                partitions=job.partitions,
                 requested_at=command.requested_at,
                 requested_by=command.requested_by,
                 redrive_of=command.redrive_of,
             ),
         )
         log.info(
-            "command planned",
-            command_id=command.command_id,
-            target=command.target,
-            expected=job.get("expected"),
+            "command planned", command_id=command.command_id, target=command.target, expected=job.expected
         )
 
-    async def _prepare(self, command: SetAccountsCommand, job: dict[str, Any]) -> dict[str, Any] | None:
+    async def _prepare(self, command: SetAccountsCommand, job: Job) -> Job | None:
         """Check the target and record what it held before; the first run fixes these for every re-run."""
-        if "target_seq" in job:
+        if job.target_seq is not None:
             return job
         target = await self.resources.get(command.target)
         if target is None or target.get("deleted"):
@@ -124,98 +110,55 @@ class Planner(RoleHandler):
             )
             return None
         seq = await self.jobs.next_seq(command.target)
-        members = 0
-        if fans_out(command):
-            members = await self.resources.collection.count_documents(
-                {"members_of": command.target, "_id": {"$ne": command.target}}
-            )
-        await self.jobs.collection.update_one(
-            {"_id": command.command_id, "target_seq": {"$exists": False}},
-            {
-                "$set": {
-                    "target_seq": seq,
-                    "accounts_before": accounts_of(target["resource"]),
-                    "status": Status.PLANNING.value,
-                    "expected": members,
-                    "planned": False,
-                }
-            },
+        members = await self.resources.count_members(command.target) if fans_out(command) else 0
+        return await self.jobs.start_plan(command.command_id, seq, accounts_of(target["resource"]), members)
+
+    async def _write_target(self, command: SetAccountsCommand, job: Job) -> bool:
+        assert job.target_seq is not None
+        application = Application(
+            command.target, command.target, job.target_seq, command.command_id, command.accounts, exact=True
         )
-        return await self.jobs.get(command.command_id)
+        [outcome] = await self.propagation.apply([application])
+        if outcome == Outcome.GONE:
+            await self._fail(command, 410, "not-found", f"target {command.target} was deleted")
+            return False
+        return await self.jobs.mark_target_written(command.command_id, outcome == Outcome.CHANGED)
 
-    async def _write_target(self, command: SetAccountsCommand, job: dict[str, Any]) -> bool:
-        for _attempt in range(10):
-            target = await self.resources.get(command.target)
-            if target is None or target.get("deleted"):
-                await self._fail(command, 410, "not-found", f"target {command.target} was deleted")
-                return False
-            applied = apply_accounts(
-                target,
-                list(command.accounts),
-                target=command.target,
-                seq=job["target_seq"],
-                command_id=command.command_id,
-                now=now(),
-            )
-            if applied.write:
-                result = await self.resources.collection.bulk_write([write_op(target, applied)])
-                if result.matched_count == 0:
-                    continue  # written by someone else meanwhile: read again
-            return await self.jobs.update(
-                command.command_id, {"target_written": True, "target_changed": applied.changed}
-            )
-        raise VersionConflict(command.target)
-
-    async def _fan_out(
-        self, command: SetAccountsCommand, job: dict[str, Any]
-    ) -> tuple[int | None, list[int]]:
+    async def _fan_out(self, command: SetAccountsCommand, job: Job) -> tuple[int, list[int]] | None:
         """Emit every member's update, checkpointing after each flushed page; None when cancelled.
 
-        One streamed cursor over the members, sorted by id: paging with a fresh `$gt` query per page
-        would make some stores re-scan every remaining member each time (quadratic in the compartment).
+        Returns how many updates were emitted and the partitions that received an end marker.
         """
         topic = self.settings.topics.updates
         partitions = sorted(await self.producer.partitions_for(topic))
         if not fans_out(command):
             return 0, []
-        before = set(job["accounts_before"])
+        assert job.target_seq is not None
         page = Page(
             command=command,
-            target_seq=job["target_seq"],
+            target_seq=job.target_seq,
             add=list(command.accounts),
-            remove=sorted(before - set(command.accounts)),
-            emitted=int(job.get("emitted", 0)),
+            remove=sorted(set(job.accounts_before) - set(command.accounts)),
+            emitted=job.emitted,
         )
-        query: dict[str, Any] = {"members_of": command.target}
-        if job.get("cursor"):
-            query["_id"] = {"$gt": job["cursor"]}  # resume after the last flushed page
-        members = self.resources.collection.find(
-            query, {"_id": 1}, sort=[("_id", 1)], batch_size=self.settings.plan_page_size
+        members = self.resources.stream_members(
+            command.target, after=job.cursor, batch_size=self.settings.plan_page_size
         )
-        async for doc in members:
-            if doc["_id"] != command.target:
-                page.members.append(doc["_id"])
+        async for member in members:
+            if member != command.target:
+                page.members.append(member)
             if len(page.members) >= self.settings.plan_page_size and not await self._flush(page):
-                await members.close()
-                return None, []
+                await members.aclose()
+                return None
         if page.members and not await self._flush(page):
-            return None, []
-        ends = [
-            await self.producer.send(
-                topic,
-                encode(end),
-                partition=end.partition,
-                key=command.command_id.encode(),
-                headers=headers_for(end),
-            )
-            for end in (EndOfCommand(command_id=command.command_id, partition=p) for p in partitions)
-        ]
-        await asyncio.gather(*ends)
+            return None
+        ends = [EndOfCommand(command_id=command.command_id, partition=p) for p in partitions]
+        await publish_many(self.producer, topic, ends)
         return page.emitted, partitions
 
     async def _flush(self, page: Page) -> bool:
         """Send a page of updates, wait for the broker, then checkpoint; False when the job has ended."""
-        topic, command = self.settings.topics.updates, page.command
+        command = page.command
         updates = [
             MemberUpdate(
                 command_id=command.command_id,
@@ -227,22 +170,17 @@ class Planner(RoleHandler):
             )
             for member in page.members
         ]
-        sends = [
-            await self.producer.send(topic, encode(u), key=u.member.encode(), headers=headers_for(u))
-            for u in updates
-        ]
-        await asyncio.gather(*sends)
+        await publish_many(self.producer, self.settings.topics.updates, updates)
         page.emitted += len(page.members)
-        checkpoint = {"cursor": page.members[-1], "emitted": page.emitted, "status": Status.APPLYING.value}
-        page.members = []
-        if await self.jobs.update(command.command_id, checkpoint):
+        cursor, page.members = page.members[-1], []
+        if await self.jobs.checkpoint(command.command_id, cursor, page.emitted):
             return True
         log.info("fan-out stopped: job ended", command_id=command.command_id, emitted=page.emitted)
         return False
 
     async def reject(self, record: Record, error: EventError) -> bool:
         """A command whose envelope names a usable command id gets a failed result (and an errored job);
-        anything else is for the dead-letter topic."""
+        anything else, or an id that belongs to another command's job, is for the dead-letter topic."""
         envelope = command_envelope(record.value)
         if envelope is None:
             return False
@@ -254,41 +192,30 @@ class Planner(RoleHandler):
             if version not in (None, 1)
             else str(error)
         )
-        await self.jobs.collection.update_one(
-            {"_id": command_id},
-            {
-                "$setOnInsert": {
-                    "status": Status.ACCEPTED.value,
-                    "target": target,
-                    "created_at": now(),
-                    "http_status": 400,
-                }
-            },
-            upsert=True,
-        )
+        if not await self.jobs.reject(command_id, target):
+            log.warning("invalid command reuses a job's id", command_id=command_id, reason=reason)
+            return False
+        outcome = operation_outcome("invalid", reason)
         await publish(
             self.producer,
             self.settings.topics.results,
-            command_id,
-            CommandFailed(command_id=command_id, target=target, outcome=operation_outcome("invalid", reason)),
+            CommandFailed(command_id=command_id, target=target, outcome=outcome),
         )
         log.warning("command rejected", command_id=command_id, reason=reason)
         return True
 
     async def give_up(self, item: Item, error: BaseException | None) -> None:
         """A command that keeps failing ends its job with an error, so no caller waits forever."""
-        command = item.event
         if isinstance(error, DuplicateCommandId):
             return  # the job belongs to the first command with this id: leave it alone
-        await self._fail(command, 500, "exception", f"the command could not be processed: {error!r}")
+        await self._fail(item.event, 500, "exception", f"the command could not be processed: {error!r}")
 
     async def _fail(self, command: SetAccountsCommand, status: int, code: str, diagnostics: str) -> None:
         outcome = operation_outcome(code, diagnostics)
-        await self.jobs.update(command.command_id, {"http_status": status})
+        await self.jobs.record_failure(command.command_id, status)
         await publish(
             self.producer,
             self.settings.topics.results,
-            command.command_id,
             CommandFailed(command_id=command.command_id, target=command.target, outcome=outcome),
         )
         log.warning("command failed", command_id=command.command_id, reason=diagnostics)

@@ -1,6 +1,17 @@
-"""Event contracts: one versioned, frozen pydantic model per event type, one envelope codec for Kafka."""
+"""Event contracts: one versioned, frozen pydantic model per event type, the channels that carry them, and
+one codec for Kafka."""
 
-from setaccounts.events.codec import EventError, command_envelope, decode, encode, headers_for
+from setaccounts.events.base import Event, EventError
+from setaccounts.events.channels import (
+    CHANNELS,
+    COMMANDS,
+    DEADLETTER,
+    RESULTS,
+    UPDATES,
+    Channel,
+    channel,
+)
+from setaccounts.events.codec import command_envelope, encode, headers_for
 from setaccounts.events.commands import CommandEvent, SetAccountsCommand
 from setaccounts.events.results import (
     BatchApplied,
@@ -15,13 +26,20 @@ from setaccounts.events.results import (
 from setaccounts.events.updates import EndOfCommand, MemberUpdate, UpdateEvent
 
 __all__ = [
+    "CHANNELS",
+    "COMMANDS",
+    "DEADLETTER",
+    "RESULTS",
+    "UPDATES",
     "BatchApplied",
     "CancelRequested",
+    "Channel",
     "CommandEvent",
     "CommandFailed",
     "CommandFinished",
     "CommandPlanned",
     "EndOfCommand",
+    "Event",
     "EventError",
     "MemberUpdate",
     "Outcome",
@@ -29,8 +47,8 @@ __all__ = [
     "ResultEvent",
     "SetAccountsCommand",
     "UpdateEvent",
+    "channel",
     "command_envelope",
-    "decode",
     "encode",
     "headers_for",
 ]

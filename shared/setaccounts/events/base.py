@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from setaccounts.failures import PermanentFailure
+
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9\-\._:]{1,128}$"
 REFERENCE_PATTERN = r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-\.]{1,64}$"
-_REFERENCE = re.compile(REFERENCE_PATTERN)
 
 
 def _known_type(value: str) -> str:
@@ -39,6 +39,10 @@ CommandId = Annotated[
 ]
 
 
+class EventError(PermanentFailure, ValueError):
+    """A record that is not a valid event for its topic: never retried, so it is dead-lettered."""
+
+
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,6 +50,23 @@ class Event(BaseModel):
         1, description="Contract version; consumers refuse versions they do not know."
     )
 
+    @property
+    def key(self) -> str:
+        """The Kafka key this event is published under (see its channel's key rule)."""
+        raise NotImplementedError
 
-def is_reference(value: str) -> bool:
-    return bool(_REFERENCE.match(value))
+    @property
+    def pinned_partition(self) -> int | None:
+        """The partition this event must go to; None lets the key choose."""
+        return None
+
+
+class CommandScoped(Event):
+    """An event about one command, keyed by its command id (so all of them share a partition)."""
+
+    if TYPE_CHECKING:  # each subclass declares the field itself, where its contract lists it
+        command_id: str
+
+    @property
+    def key(self) -> str:
+        return self.command_id

@@ -6,25 +6,11 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
 from setaccounts.events.base import COMMAND_ID_PATTERN
-from setaccounts.events.commands import CommandEvent
-from setaccounts.events.results import ResultEvent
-from setaccounts.events.updates import UpdateEvent
 
 CONTENT_TYPE = b"application/json"
-_ADAPTERS: dict[str, TypeAdapter[Any]] = {
-    "commands": TypeAdapter(CommandEvent),
-    "updates": TypeAdapter(UpdateEvent),
-    "results": TypeAdapter(ResultEvent),
-}
-
-
-class EventError(ValueError):
-    """A record that is not a valid event for its topic: never retriable, so it is dead-lettered."""
-
-    retriable = False
 
 
 def encode(event: BaseModel) -> bytes:
@@ -37,21 +23,6 @@ def headers_for(event: BaseModel) -> list[tuple[str, bytes]]:
         ("schema-version", str(getattr(event, "schema_version", 1)).encode()),
         ("content-type", CONTENT_TYPE),
     ]
-
-
-def decode(kind: str, value: bytes | None) -> Any:
-    """Parse a record of the `kind` topic ("commands", "updates", "results") or raise EventError."""
-    if value is None:
-        raise EventError("record has no value")
-    try:
-        return _ADAPTERS[kind].validate_json(value)
-    except ValidationError as exc:
-        raise EventError(_describe(exc)) from exc
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()[:10]]
-    return "invalid event: " + "; ".join(parts)
 
 
 _COMMAND_ID = re.compile(COMMAND_ID_PATTERN)

@@ -27,6 +27,10 @@ class SetAccountsCommand(Event):
         None, description="Set when this command re-applies an earlier one (audit re-drive)."
     )
 
+    @property
+    def key(self) -> str:
+        return self.target
+
     @field_validator("accounts")
     @classmethod
     def _dedupe_keep_order(cls, value: list[str]) -> list[str]:

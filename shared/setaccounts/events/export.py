@@ -9,108 +9,16 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from setaccounts.events.channels import CHANNELS, EVENT_TYPES, OPERATIONS, Channel
 from setaccounts.events.codec import CONTENT_TYPE
-from setaccounts.events.commands import SetAccountsCommand
-from setaccounts.events.results import (
-    BatchApplied,
-    CancelRequested,
-    CommandFailed,
-    CommandFinished,
-    CommandPlanned,
-    PartitionDone,
-)
-from setaccounts.events.updates import EndOfCommand, MemberUpdate
 
 ASYNCAPI_FILE = "asyncapi.yaml"
 KAFKA_BINDING_VERSION = "0.5.0"
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One topic: its address without the prefix, what its key is, and the events it carries."""
-
-    name: str
-    address: str
-    key: str
-    description: str
-    events: tuple[type[BaseModel], ...]
-
-
-CHANNELS: tuple[Channel, ...] = (
-    Channel(
-        "commands",
-        "set-accounts.commands",
-        "The target reference, e.g. `Patient/123`.",
-        "Requests to set a resource's accounts. Keyed by target so commands for one target stay in order.",
-        (SetAccountsCommand,),
-    ),
-    Channel(
-        "updates",
-        "set-accounts.updates",
-        "The member reference for MemberUpdate; the command id for EndOfCommand.",
-        "One update per compartment member, plus one end marker per partition and command. "
-        "Internal to the propagator.",
-        (MemberUpdate, EndOfCommand),
-    ),
-    Channel(
-        "results",
-        "set-accounts.results",
-        "The command id.",
-        "Progress and outcome of every command. Keyed by command id, so all events of one command are "
-        "in one partition, in order. Other services wait here for `CommandFinished`.",
-        (CommandPlanned, BatchApplied, PartitionDone, CommandFailed, CancelRequested, CommandFinished),
-    ),
-    Channel(
-        "deadletter",
-        "set-accounts.deadletter",
-        "The key of the original record, unchanged.",
-        "Records a consumer could not decode or kept failing on: the original value and headers, plus "
-        "`dlq.*` headers saying why and where it came from.",
-        (),
-    ),
-)
-
-EVENT_TYPES: tuple[type[BaseModel], ...] = tuple(e for c in CHANNELS for e in c.events)
-
-# (operation id, action, channel, role that performs it, events it covers; empty = every event of the channel)
-OPERATIONS: tuple[tuple[str, str, str, str, tuple[type[BaseModel], ...]], ...] = (
-    ("sendCommandFromApi", "send", "commands", "api: the HTTP `$set-accounts` operation", ()),
-    (
-        "sendCommandFromOtherService",
-        "send",
-        "commands",
-        "other services: publish a command directly (see docs/other-services.md)",
-        (),
-    ),
-    ("receiveCommand", "receive", "commands", "planner", ()),
-    ("sendUpdates", "send", "updates", "planner", ()),
-    ("receiveUpdates", "receive", "updates", "applier", ()),
-    ("sendPlanned", "send", "results", "planner", (CommandPlanned, CommandFailed)),
-    ("sendBatchResults", "send", "results", "applier", (BatchApplied, PartitionDone)),
-    ("sendCancel", "send", "results", "api: `DELETE` on the job status URL", (CancelRequested,)),
-    ("receiveResults", "receive", "results", "aggregator", ()),
-    ("sendFinished", "send", "results", "aggregator", (CommandFinished,)),
-    (
-        "receiveFinished",
-        "receive",
-        "results",
-        "other services and `setaccounts-audit`: wait for the final answer of a command",
-        (CommandFinished,),
-    ),
-    (
-        "sendDeadLetter",
-        "send",
-        "deadletter",
-        "planner, applier, aggregator: any record they cannot handle",
-        (),
-    ),
-)
 
 
 def schema_file(event: type[BaseModel]) -> str:
@@ -219,15 +127,14 @@ def asyncapi() -> dict[str, Any]:
             "bindings": {"kafka": {"topic": channel.address, "bindingVersion": KAFKA_BINDING_VERSION}},
         }
     operations: dict[str, Any] = {}
-    by_name = {c.name: c for c in CHANNELS}
-    for op_id, action, channel_name, role, events in OPERATIONS:
-        channel = by_name[channel_name]
-        names = [e.__name__ for e in events] or list(channels[channel_name]["messages"])
-        operations[op_id] = {
-            "action": action,
-            "channel": {"$ref": f"#/channels/{channel.name}"},
-            "summary": role,
-            "messages": [{"$ref": f"#/channels/{channel.name}/messages/{n}"} for n in names],
+    for op in OPERATIONS:
+        name = op.channel.name
+        names = [e.__name__ for e in op.events] or list(channels[name]["messages"])
+        operations[op.id] = {
+            "action": op.action,
+            "channel": {"$ref": f"#/channels/{name}"},
+            "summary": op.role,
+            "messages": [{"$ref": f"#/channels/{name}/messages/{n}"} for n in names],
         }
     return {
         "asyncapi": "3.0.0",

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from setaccounts.events.base import CommandId, Event, Reference
+from setaccounts.events.base import CommandId, CommandScoped, Reference
+from setaccounts.status import FinalStatus
 
 
 class Outcome(StrEnum):
@@ -20,7 +21,7 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"  # the job was cancelled before this update was applied
 
 
-class CommandPlanned(Event):
+class CommandPlanned(CommandScoped):
     """The planner set the target and emitted every member update (or stopped on cancel)."""
 
     type: Literal["CommandPlanned"] = "CommandPlanned"
@@ -39,7 +40,7 @@ class CommandPlanned(Event):
     redrive_of: CommandId | None = None
 
 
-class BatchApplied(Event):
+class BatchApplied(CommandScoped):
     """Outcomes of one applied batch for one command, in the partition's order."""
 
     type: Literal["BatchApplied"] = "BatchApplied"
@@ -49,7 +50,7 @@ class BatchApplied(Event):
     entries: list[tuple[Reference, Outcome]]
 
 
-class PartitionDone(Event):
+class PartitionDone(CommandScoped):
     """Every update of the command in this partition has been applied."""
 
     type: Literal["PartitionDone"] = "PartitionDone"
@@ -58,7 +59,7 @@ class PartitionDone(Event):
     partition: int = Field(ge=0)
 
 
-class CommandFailed(Event):
+class CommandFailed(CommandScoped):
     """The command could not run (unknown target, unsupported version…); carries the OperationOutcome."""
 
     type: Literal["CommandFailed"] = "CommandFailed"
@@ -68,7 +69,7 @@ class CommandFailed(Event):
     outcome: dict[str, Any]
 
 
-class CancelRequested(Event):
+class CancelRequested(CommandScoped):
     type: Literal["CancelRequested"] = "CancelRequested"
     schema_version: Literal[1] = 1
     command_id: CommandId
@@ -76,13 +77,13 @@ class CancelRequested(Event):
     requested_by: str | None = None
 
 
-class CommandFinished(Event):
+class CommandFinished(CommandScoped):
     """The final answer for a command: what HTTP callers and other services wait for."""
 
     type: Literal["CommandFinished"] = "CommandFinished"
     schema_version: Literal[1] = 1
     command_id: CommandId
-    status: Literal["completed", "error", "cancelled"]
+    status: FinalStatus
     resources_updated: int = Field(ge=0, description="Target plus members processed (deleted ones excluded).")
     resources_changed: int = Field(ge=0, description="Resources whose content (and version) changed.")
     outcome: dict[str, Any] | None = Field(None, description="OperationOutcome when status is error.")

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from setaccounts.events.base import CommandId, Event, Reference
+from setaccounts.events.base import CommandId, CommandScoped, Event, Reference
 
 
 class MemberUpdate(Event):
@@ -21,14 +21,22 @@ class MemberUpdate(Event):
     add: list[Reference] = Field(default_factory=list)
     remove: list[Reference] = Field(default_factory=list)
 
+    @property
+    def key(self) -> str:
+        return self.member
 
-class EndOfCommand(Event):
+
+class EndOfCommand(CommandScoped):
     """Written by the planner to every partition once a command's fan-out is complete."""
 
     type: Literal["EndOfCommand"] = "EndOfCommand"
     schema_version: Literal[1] = 1
     command_id: CommandId
     partition: int = Field(ge=0)
+
+    @property
+    def pinned_partition(self) -> int:
+        return self.partition
 
 
 UpdateEvent = Annotated[MemberUpdate | EndOfCommand, Field(discriminator="type")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,16 +28,15 @@ from setaccounts.store.meta import Document, Resource, Write, prepare_write, tom
 PUBLIC = {"resource": 1, "version": 1, "deleted": 1, "type": 1}
 # SecantusDB answers an `$in` on `_id` in time that grows with the square of the hits; chunks keep it linear.
 IN_CHUNK = 100
-CONFLICT_RETRIES = 3
+# How often a write that lost a race with another writer reads again and retries (one policy everywhere).
+CONFLICT_ROUNDS = 5
 _ETAG = re.compile(r'(?:W/)?"?([0-9]{1,18})"?')
 
 WriteOp = InsertOne[Document] | ReplaceOne[Document]
 
 
 class VersionConflict(Exception):
-    """The stored version moved between read and write; retriable by reading again."""
-
-    retriable = True
+    """The stored version moved between read and write; retried by reading again."""
 
 
 def now() -> datetime:
@@ -225,6 +224,26 @@ class ResourceStore:
                 found[doc["_id"]] = doc
         return found
 
+    async def count_members(self, owner: str) -> int:
+        """How many resources are in `owner`'s compartment, itself excluded."""
+        return await self.collection.count_documents({"members_of": owner, "_id": {"$ne": owner}})
+
+    async def stream_members(
+        self, owner: str, after: str | None, batch_size: int
+    ) -> AsyncGenerator[str, None]:
+        """The references in `owner`'s compartment (itself included when it is its own member), sorted,
+        from just after `after`: one streamed cursor, since paging with a fresh `$gt` query per page makes
+        some stores re-scan every remaining member each time (quadratic in the compartment)."""
+        query: dict[str, Any] = {"members_of": owner}
+        if after:
+            query["_id"] = {"$gt": after}
+        cursor = self.collection.find(query, {"_id": 1}, sort=[("_id", 1)], batch_size=batch_size)
+        try:
+            async for doc in cursor:
+                yield doc["_id"]
+        finally:
+            await cursor.close()
+
     async def save(
         self, write: Write, previous: Document | None, session: AsyncClientSession | None = None
     ) -> None:
@@ -277,7 +296,7 @@ class ResourceStore:
     ) -> Change:
         """Read, decide, write; a concurrent write makes it read again (not inside a transaction, which a
         failed write has aborted: there the conflict goes to the caller)."""
-        attempts = 1 if session is not None and session.in_transaction else CONFLICT_RETRIES
+        attempts = 1 if session is not None and session.in_transaction else CONFLICT_ROUNDS
         for _ in range(attempts):
             change = decide(await self.get(ref, session))
             try:

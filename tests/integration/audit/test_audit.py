@@ -62,7 +62,7 @@ async def publish_direct(settings: Settings, command: SetAccountsCommand) -> Non
     producer: AIOKafkaProducer = make_producer(settings)
     await producer.start()
     try:
-        await publish(producer, settings.topics.commands, command.target, command)
+        await publish(producer, settings.topics.commands, command)
     finally:
         await producer.stop()
 

@@ -34,7 +34,7 @@ async def send_command(settings: Settings, command: SetAccountsCommand, times: i
     await producer.start()
     try:
         for _ in range(times):
-            await publish(producer, settings.topics.commands, command.target, command)
+            await publish(producer, settings.topics.commands, command)
     finally:
         await producer.stop()
 

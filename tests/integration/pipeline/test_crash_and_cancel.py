@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.events import CommandFinished, SetAccountsCommand, decode
+from setaccounts.events import RESULTS, CommandFinished, SetAccountsCommand
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from tests.conftest import Seed, patient_with_members
@@ -77,10 +77,10 @@ async def test_kill_9_mid_apply_then_restart_completes_with_the_true_count(
     )
     with propagator_process(slow) as proc:
         await send_command(settings, cmd)
-        applied = await wait_for(db, {"marks.c": cmd.command_id}, 1000)
+        applied = await wait_for(db, {"marks.command_id": cmd.command_id}, 1000)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    partial = await db.resources.count_documents({"marks.c": cmd.command_id})
+    partial = await db.resources.count_documents({"marks.command_id": cmd.command_id})
     assert applied <= partial < MEMBERS + 1, "the crash did not land mid-job"
     with propagator_process(slow):
         await assert_exactly_once(db, cmd.command_id)
@@ -122,13 +122,15 @@ async def test_cancel_mid_job_stops_writes_and_reports_cancelled(
         assert started.status_code == 202
         status_url = started.headers["Content-Location"]
         command_id = status_url.split("/")[-2]
-        await wait_for(db, {"marks.c": command_id}, 100)
+        await wait_for(db, {"marks.command_id": command_id}, 100)
         cancelled = await api.delete(status_url)
         assert cancelled.status_code == 202, cancelled.text
         await asyncio.sleep(2)  # at most one batch in flight finishes
-        settled = await db.resources.count_documents({"marks.c": command_id})
+        settled = await db.resources.count_documents({"marks.command_id": command_id})
         await asyncio.sleep(2)
-        assert await db.resources.count_documents({"marks.c": command_id}) == settled, "writes went on"
+        assert await db.resources.count_documents({"marks.command_id": command_id}) == settled, (
+            "writes went on"
+        )
         assert settled < 3001
         status = await api.get(status_url)
         assert status.status_code == 410
@@ -136,7 +138,7 @@ async def test_cancel_mid_job_stops_writes_and_reports_cancelled(
         again = await api.delete(status_url)
         assert again.status_code == 202
     finished = [
-        decode("results", r.value)
+        RESULTS.decode(r.value)
         for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
     ]
     assert any(

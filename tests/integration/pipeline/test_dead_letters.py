@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.events import CommandFailed, CommandFinished, SetAccountsCommand, decode
+from setaccounts.events import RESULTS, CommandFailed, CommandFinished, SetAccountsCommand
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from tests.conftest import Seed, patient_with_members
@@ -79,10 +79,10 @@ async def test_commands_with_a_usable_id_get_a_failed_result_and_an_errored_job(
     assert job["http_status"] == status
     assert diagnostics in job["outcome"]["issue"][0]["diagnostics"]
     results = [
-        decode("results", r.value)
+        RESULTS.decode(r.value)
         for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
     ]
     assert [type(e) for e in results] == [CommandFailed, CommandFinished]
     assert results[1].status == "error" and results[1].outcome == job["outcome"]
     assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
-    assert await db.resources.count_documents({"marks.c": command_id}) == 0
+    assert await db.resources.count_documents({"marks.command_id": command_id}) == 0

@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.events import SetAccountsCommand, decode
+from setaccounts.events import RESULTS, SetAccountsCommand
 from setaccounts.kafka import partitions_of, read_topic
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
@@ -97,7 +97,7 @@ async def test_redelivered_batches_change_nothing_and_inflate_no_count(
     assert (job["resources_updated"], job["resources_changed"]) == (301, 301)
     assert await versions(db) == before
     replayed = [
-        decode("results", r.value)
+        RESULTS.decode(r.value)
         for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
     ]
     assert len(replayed) > results_before, "the batches were not redelivered"
@@ -205,7 +205,7 @@ async def test_two_appliers_share_the_work_and_one_leaving_mid_job_changes_no_co
         try:
             await send_command(settings, cmd)
             for _ in range(600):  # leave once the job is under way: the group rebalances mid-job
-                if await db.resources.count_documents({"marks.c": cmd.command_id}) >= 300:
+                if await db.resources.count_documents({"marks.command_id": cmd.command_id}) >= 300:
                     break
                 await asyncio.sleep(0.05)
         finally:

@@ -19,12 +19,13 @@ from setaccounts.events import (
     Outcome,
     PartitionDone,
     SetAccountsCommand,
-    decode,
+    channel,
     encode,
     headers_for,
 )
 from setaccounts.events.base import Event
-from setaccounts.events.export import ASYNCAPI_FILE, CHANNELS, EVENT_TYPES, export
+from setaccounts.events.channels import CHANNELS, EVENT_TYPES
+from setaccounts.events.export import ASYNCAPI_FILE, export
 
 COMMITTED = Path(__file__).resolve().parents[3] / "docs" / "events"
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -104,7 +105,8 @@ def all_events() -> set[type[Event]]:
     pending = list(Event.__subclasses__())
     while pending:
         event = pending.pop()
-        found.add(event)
+        if "type" in event.model_fields:  # a concrete event; bases such as CommandScoped have no type
+            found.add(event)
         pending.extend(event.__subclasses__())
     return found
 
@@ -156,7 +158,7 @@ def test_event_models_are_frozen_strict_and_versioned(event: type[Event]) -> Non
 @pytest.mark.parametrize("event", sorted(SAMPLES, key=lambda e: e.__name__), ids=lambda e: e.__name__)
 def test_events_round_trip_through_the_codec(event: type[BaseModel]) -> None:
     kind, sample = SAMPLES[event]
-    decoded = decode(kind, encode(sample))
+    decoded = channel(kind).decode(encode(sample))
     assert type(decoded) is event
     assert decoded == sample
     headers = dict(headers_for(sample))

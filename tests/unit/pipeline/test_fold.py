@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from setaccounts.events import BatchApplied, CommandFailed, CommandPlanned, Outcome, PartitionDone
-from setaccounts_propagator.aggregator import fold
+from setaccounts.jobs import Job
+from setaccounts_propagator.aggregator import aggregate
 
 MEMBERS = [f"Observation/m{i:03d}" for i in range(40)]
 
@@ -43,7 +44,15 @@ def batches(assignment: dict[str, int], outcome: dict[str, Outcome], size: int) 
 
 
 def run(job: dict[str, Any], events: list[Any]) -> dict[str, Any]:
-    return {**job, **fold(job, events)}
+    """What the job holds after the planner recorded its plan and the aggregator folded `events`."""
+    for event in events:
+        if isinstance(event, CommandPlanned):  # the planner writes its plan before it sends the event
+            job = {**job, "planned": True, "partitions": event.partitions, "target_written": True}
+            job["target_changed"] = event.target_changed
+    result = aggregate(Job.model_validate(job), events)
+    written = {k: v for k, v in vars(result).items() if k != "status" or v is not None}
+    written["tallies"] = {p: t.model_dump() for p, t in result.tallies.items()}
+    return {**job, **written}
 
 
 def test_clean_run_counts_target_and_members_and_completes() -> None:

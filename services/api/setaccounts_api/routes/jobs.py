@@ -9,9 +9,10 @@ from fastapi import APIRouter, Header, Request
 
 from setaccounts.events import CancelRequested
 from setaccounts.fhir.outcomes import FhirError, not_found, operation_outcome
-from setaccounts.jobs import JobStore, Status
+from setaccounts.jobs import JobStore
 from setaccounts.kafka import publish
-from setaccounts_api.answers import answer, status_url
+from setaccounts.status import JobStatus
+from setaccounts_api.answers import job_answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
 from setaccounts_api.responses import FhirResponse, fhir
 
@@ -23,7 +24,7 @@ async def job_status(command_id: str, request: Request, db: DbDep, settings: Set
     job = await JobStore(db).get(command_id)
     if job is None:
         raise not_found(f"job {command_id}")
-    return answer(job, status_url(request, settings, command_id))
+    return job_answer(job, status_url(request, settings, command_id))
 
 
 @router.delete("/job/{command_id}/status")
@@ -39,12 +40,11 @@ async def cancel_job(
     job = await jobs.cancel(command_id, x_requested_by)
     if job is None:
         raise not_found(f"job {command_id}")
-    if job["status"] != Status.CANCELLED:
-        raise FhirError(409, "conflict", f"job {command_id} already ended with status {job['status']}")
+    if job.status != JobStatus.CANCELLED:
+        raise FhirError(409, "conflict", f"job {command_id} already ended with status {job.status}")
     await publish(
         producer,
         settings.topics.results,
-        command_id,
         CancelRequested(command_id=command_id, requested_at=datetime.now(UTC), requested_by=x_requested_by),
     )
     body = operation_outcome("informational", f"job {command_id} cancelled", severity="information")

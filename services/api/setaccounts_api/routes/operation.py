@@ -12,11 +12,11 @@ from fastapi import APIRouter, Header, Request
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.fhir.outcomes import FhirError, not_found
-from setaccounts.jobs import TERMINAL, JobStore, Status
+from setaccounts.jobs import Job, JobStore
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
 from setaccounts.store.resources import ResourceStore
-from setaccounts_api.answers import accepted, answer, status_url
+from setaccounts_api.answers import accepted, job_answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
 from setaccounts_api.fhir_body import check_id, check_type, read_json
 from setaccounts_api.parameters import operation_definition, parse_input
@@ -60,9 +60,9 @@ async def set_accounts(
     jobs = JobStore(db)
     job = await jobs.ensure(command)
     try:
-        await publish(producer, settings.topics.commands, command.target, command)
+        await publish(producer, settings.topics.commands, command)
     except Exception as exc:
-        await jobs.update(command.command_id, {"status": Status.ERROR.value, "http_status": 503})
+        await jobs.publish_failed(command.command_id)
         raise FhirError(
             503, "transient", f"could not publish the command: {type(exc).__name__}", retriable=True
         ) from exc
@@ -72,15 +72,15 @@ async def set_accounts(
         COMMANDS.labels("async").inc()
         return accepted(job, url)
     COMMANDS.labels("sync").inc()
-    return answer(await _wait(jobs, command.command_id, settings.sync_wait_seconds) or job, url)
+    return job_answer(await _wait(jobs, command.command_id, settings.sync_wait_seconds) or job, url)
 
 
-async def _wait(jobs: JobStore, command_id: str, seconds: float) -> dict[str, object] | None:
+async def _wait(jobs: JobStore, command_id: str, seconds: float) -> Job | None:
     """Poll the job until it ends or the bound passes; the caller degrades to the async answer."""
     deadline = time.monotonic() + seconds
     job = await jobs.get(command_id)
     step = 0
-    while job is not None and job["status"] not in TERMINAL and time.monotonic() < deadline:
+    while job is not None and not job.finished and time.monotonic() < deadline:
         await asyncio.sleep(POLL_SECONDS[min(step, len(POLL_SECONDS) - 1)])
         step += 1
         job = await jobs.get(command_id)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from setaccounts.store.accounts import member_accounts
-from setaccounts.store.marks import apply_accounts
 from setaccounts.store.meta import prepare_write
+from setaccounts.store.propagation import apply_accounts, member_accounts
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -73,7 +72,9 @@ def test_unchanged_content_writes_only_the_mark_and_makes_no_version() -> None:
     same = apply_accounts(doc, [], target="Patient/p1", seq=1, command_id="c1", now=NOW)
     assert same.write and not same.changed
     assert same.document["version"] == doc["version"] == 1
-    assert same.document["marks"] == [{"t": "Patient/p1", "s": 1, "c": "c1", "ch": False}]
+    assert same.document["marks"] == [
+        {"target": "Patient/p1", "seq": 1, "command_id": "c1", "changed": False}
+    ]
 
 
 def test_marks_of_other_targets_are_kept() -> None:
@@ -81,4 +82,4 @@ def test_marks_of_other_targets_are_kept() -> None:
     two = apply_accounts(
         one.document, ["Organization/a"], target="Patient/p2", seq=1, command_id="c9", now=NOW
     )
-    assert {m["t"] for m in two.document["marks"]} == {"Patient/p1", "Patient/p2"}
+    assert {m["target"] for m in two.document["marks"]} == {"Patient/p1", "Patient/p2"}

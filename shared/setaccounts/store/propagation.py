@@ -1,0 +1,200 @@
+"""The propagation rule and its one guarded, idempotent write: how a command's accounts reach a resource.
+
+The planner applies a command to its target and the applier to each member, both through
+`Propagation.apply`. Every resource remembers, per target, the last command applied to it (its *mark*):
+the same command twice is one effect and reports its original outcome again, and an older command of a
+target never undoes a newer one. Writes are guarded by the stored version, so a concurrent normal write is
+never overwritten: the resource is read again and the rule applied again.
+
+Marks were stored with the keys `t`, `s`, `c`, `ch` before; those are still read, and rewritten under the
+names below the next time the resource is written.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict, cast
+
+import structlog
+from pymongo import ReplaceOne, UpdateOne
+
+from setaccounts.events import Outcome
+from setaccounts.store.meta import Document, accounts_of, with_accounts
+from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionConflict, now
+
+log = structlog.get_logger(__name__)
+
+
+class Mark(TypedDict):
+    """The last command of `target` applied to a resource, and whether it changed the resource."""
+
+    target: str
+    seq: int
+    command_id: str
+    changed: bool
+
+
+_OLD_MARK_KEYS = {"t": "target", "s": "seq", "c": "command_id", "ch": "changed"}
+
+
+def marks_of(document: Document) -> list[Mark]:
+    marks: list[Any] = document.get("marks") or []
+    return [m if "target" in m else cast(Mark, {_OLD_MARK_KEYS[k]: v for k, v in m.items()}) for m in marks]
+
+
+def mark_of(document: Document, target: str) -> Mark | None:
+    return next((m for m in marks_of(document) if m["target"] == target), None)
+
+
+def member_accounts(
+    current: list[str], add: Iterable[str], remove: Iterable[str], held_by_others: Iterable[str]
+) -> list[str]:
+    """Medplum's rule for a member: add every target account; drop the ones the target gave up unless
+    another patient of the member still holds them; keep accounts the target never had.
+
+    Order: kept accounts as they were, then new ones.
+    """
+    drop = set(remove) - set(held_by_others)
+    kept = [a for a in current if a not in drop]
+    return list(dict.fromkeys([*kept, *add]))
+
+
+@dataclass(frozen=True)
+class Applied:
+    document: Document  # the document after applying (the input when nothing was written)
+    changed: bool  # content changed: a new version
+    write: bool  # something must be stored (a new version, or only a new mark)
+
+
+def apply_accounts(
+    document: Document, accounts: list[str], *, target: str, seq: int, command_id: str, now: datetime
+) -> Applied:
+    """Give `document` these accounts on behalf of command `command_id` (the `seq`-th for `target`)."""
+    mark = mark_of(document, target)
+    if mark is not None and mark["command_id"] == command_id:
+        return Applied(document, changed=bool(mark["changed"]), write=False)
+    if mark is not None and mark["seq"] > seq:
+        return Applied(document, changed=False, write=False)
+    written = with_accounts(document, accounts, now)
+    result = dict(written.document)
+    new_mark: Mark = {"target": target, "seq": seq, "command_id": command_id, "changed": written.changed}
+    result["marks"] = [m for m in marks_of(document) if m["target"] != target] + [new_mark]
+    return Applied(result, changed=written.changed, write=True)
+
+
+def write_op(before: Document, applied: Applied) -> ReplaceOne[Document] | UpdateOne:
+    """The guarded write for an applied change: it only lands if the version read is still current."""
+    guard = {"_id": before["_id"], "version": before["version"]}
+    if applied.changed:
+        return ReplaceOne(guard, applied.document)
+    return UpdateOne(guard, {"$set": {"marks": applied.document["marks"]}})
+
+
+@dataclass(frozen=True)
+class Application:
+    """One command's effect on one resource: the target itself (`exact`: its accounts become `add`, in
+    order) or a member (gains `add`, loses `remove` unless another of its patients holds it)."""
+
+    resource: str
+    target: str
+    seq: int
+    command_id: str
+    add: Sequence[str]
+    remove: Sequence[str] = ()
+    exact: bool = False
+
+
+class Propagation:
+    def __init__(self, resources: ResourceStore) -> None:
+        self.resources = resources
+
+    async def apply(self, applications: Sequence[Application]) -> list[Outcome]:
+        """Apply in order (several to one resource fold into one write); one outcome per application:
+        CHANGED, UNCHANGED, or GONE for a resource missing or deleted."""
+        outcomes: list[Outcome] = [Outcome.GONE] * len(applications)
+        pending = list(range(len(applications)))
+        for _round in range(CONFLICT_ROUNDS):
+            if not pending:
+                return outcomes
+            pending = await self._round(applications, pending, outcomes)
+        raise VersionConflict(f"{len(pending)} resources kept changing while their accounts were set")
+
+    async def _round(
+        self, applications: Sequence[Application], pending: list[int], outcomes: list[Outcome]
+    ) -> list[int]:
+        """One read, one bulk write; returns the applications whose resources changed meanwhile (to redo)."""
+        stored = await self.resources.get_many(sorted({applications[i].resource for i in pending}))
+        held = await self._held_by_patients(applications, pending, stored)
+        current: dict[str, Document] = {}
+        touched: dict[str, list[int]] = defaultdict(list)
+        timestamp = now()
+        for i in pending:
+            app = applications[i]
+            document = current.get(app.resource, stored.get(app.resource))
+            if document is None or document.get("deleted"):
+                outcomes[i] = Outcome.GONE
+                continue
+            applied = apply_accounts(
+                document,
+                self._accounts(app, document, held),
+                target=app.target,
+                seq=app.seq,
+                command_id=app.command_id,
+                now=timestamp,
+            )
+            outcomes[i] = Outcome.CHANGED if applied.changed else Outcome.UNCHANGED
+            if applied.write:
+                current[app.resource] = applied.document
+                touched[app.resource].append(i)
+        if not current:
+            return []
+        ops = [write_op(stored[r], _merged(stored[r], current[r])) for r in current]
+        result = await self.resources.collection.bulk_write(ops, ordered=False)
+        if result.matched_count == len(ops):
+            return []
+        return await self._unwritten(current, touched)
+
+    @staticmethod
+    def _accounts(app: Application, document: Document, held: dict[str, list[str]]) -> list[str]:
+        if app.exact:
+            return list(app.add)
+        others = {a for p in document.get("members_of", ()) if p != app.target for a in held.get(p, ())}
+        return member_accounts(accounts_of(document["resource"]), app.add, app.remove, others)
+
+    async def _held_by_patients(
+        self, applications: Sequence[Application], pending: list[int], stored: dict[str, Document]
+    ) -> dict[str, list[str]]:
+        """Current accounts of the other patients of members that lose accounts (one chunked read)."""
+        patients = {
+            key
+            for i in pending
+            if applications[i].remove
+            for key in (stored.get(applications[i].resource) or {}).get("members_of", ())
+            if key.startswith("Patient/") and key != applications[i].target
+        }
+        if not patients:
+            return {}
+        found = await self.resources.get_many(sorted(patients), projection={"resource.meta.accounts": 1})
+        return {ref: accounts_of(doc.get("resource") or {}) for ref, doc in found.items()}
+
+    async def _unwritten(self, current: dict[str, Document], touched: dict[str, list[int]]) -> list[int]:
+        """Applications whose guarded write did not land: the stored version is not the one written."""
+        found = await self.resources.get_many(current, projection={"version": 1, "marks": 1})
+        landed = {
+            ref
+            for ref, doc in found.items()
+            if doc["version"] == current[ref]["version"] and doc.get("marks") == current[ref]["marks"]
+        }
+        redo = sorted(i for r, idx in touched.items() if r not in landed for i in idx)
+        log.info("resources changed meanwhile; applying again", count=len(redo))
+        return redo
+
+
+def _merged(before: Document, after: Document) -> Applied:
+    """Several applications to one resource in a batch fold into one write: a version only if content
+    changed."""
+    changed = after.get("version") != before.get("version")
+    return Applied(after, changed=changed, write=True)
