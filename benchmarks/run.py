@@ -38,10 +38,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from report import PipelineResult, Row, breakdown_table, generated_block, mib, results_table, write_report
 
 from setaccounts.events import SetAccountsCommand
-from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.kafka import create_topics, make_producer, publish
 from setaccounts.mongo import ensure_indexes
 from setaccounts.settings import Settings
+from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.store.meta import Document, prepare_write, with_accounts
 from setaccounts_dev.engines import Engines, engines
 

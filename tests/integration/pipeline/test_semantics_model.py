@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymongo.asynchronous.database import AsyncDatabase
-from setaccounts.store.propagation import member_accounts
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.settings import Settings
+from setaccounts.store.propagation import member_accounts
 from tests.conftest import Seed
 from tests.integration.pipeline.conftest import send_command, wait_job
 
