@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RECORDS = Counter(
     "setaccounts_records_total", "Kafka records consumed, by role and what became of them", ["role", "result"]
@@ -18,6 +18,11 @@ MEMBER_UPDATES = Counter(
 )
 COMMANDS = Counter(
     "setaccounts_commands_total", "Set-accounts commands published by the API, by mode", ["mode"]
+)
+OUTAGE = Gauge(
+    "setaccounts_dependency_outage",
+    "1 while a role waits for the store or the broker to answer again, by role",
+    ["role"],
 )
 JOBS_FINISHED = Counter("setaccounts_jobs_finished_total", "Jobs that reached a final status", ["status"])
 

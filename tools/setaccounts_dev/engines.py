@@ -153,8 +153,13 @@ def start_tansu(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess
     raise EngineError("Tansu could not start on a free port after 3 attempts; see tansu.log")
 
 
-def start_secantus(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess, str]:
-    """Start SecantusDB as its own Python process (never imported: it is GPL) and wait for a ping."""
+def start_secantus(
+    workdir: Path, port: int | None = None, durable: bool = False
+) -> tuple[EmbeddedProcess, str]:
+    """Start SecantusDB as its own Python process (never imported: it is GPL) and wait for a ping.
+
+    `durable` syncs every commit to disk, so an acknowledged write survives a kill -9 of the server.
+    """
     if importlib.util.find_spec("secantus") is None:
         raise EngineError(
             "The embedded MongoDB server needs the `SecantusDB` package: pip install '.[embedded]'"
@@ -175,6 +180,7 @@ def start_secantus(workdir: Path, port: int | None = None) -> tuple[EmbeddedProc
             str(data),
             "--log-level",
             "WARNING",
+            *(["--sync-on-commit"] if durable else []),
         ]
         proc = EmbeddedProcess("secantus", argv, dict(os.environ), workdir / "secantus.log")
         try:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from setaccounts.failures import is_outage
 from setaccounts.fhir.outcomes import FhirError, operation_outcome
 
 FHIR_JSON = "application/fhir+json"
@@ -51,6 +54,22 @@ async def _http_error(_: Request, exc: Exception) -> FhirResponse:
     return outcome_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
 
+OUTAGE_RETRY_AFTER_SECONDS = 5
+
+
+async def _dependency_error(request: Request, exc: Exception) -> FhirResponse:
+    """Driver errors: an outage is a 503 the client may retry; anything else is a plain 500."""
+    if is_outage(exc):  # the store or the broker does not answer: say so, without driver details
+        log.warning("dependency down", path=request.url.path, error=type(exc).__name__)
+        return outcome_response(
+            503,
+            "transient",
+            "a backing service is unavailable; retry later",
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)},
+        )
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> FhirResponse:
     log.exception("unhandled error", path=request.url.path, error=repr(exc))
     return outcome_response(500, "exception", f"internal error: {type(exc).__name__}")
@@ -60,6 +79,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for driver_error in (PyMongoError, KafkaError, TimeoutError, ConnectionError):
+        app.add_exception_handler(driver_error, _dependency_error)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import COMMANDS, RESULTS, UPDATES, Channel
+from setaccounts.failures import is_outage
 from setaccounts.kafka import create_topics, make_consumer, make_producer
 from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
@@ -68,6 +69,22 @@ def build_loop(
     )
 
 
+async def until_up(dependency: str, step: Callable[[], Awaitable[Any]], stop: asyncio.Event) -> None:
+    """Start-up waits for a dependency that is down (an outage), however long; other errors stop it."""
+    delay = 0.5
+    while True:
+        try:
+            await step()
+            return
+        except Exception as exc:
+            if not is_outage(exc) or stop.is_set():
+                raise
+            log.warning("waiting for a dependency to start", dependency=dependency, error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
+
+
 async def run(
     settings: Settings, roles: list[str], stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
@@ -76,9 +93,9 @@ async def run(
     producer = make_producer(settings)
     try:
         db = client[settings.mongodb_database]
-        await ensure_indexes(db)
-        await create_topics(settings)
-        await producer.start()
+        await until_up("store", lambda: ensure_indexes(db), stop)
+        await until_up("broker", lambda: create_topics(settings), stop)
+        await until_up("broker", producer.start, stop)
         loops = [build_loop(name, settings, db, producer) for name in roles]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
         if ready is not None:

@@ -2,12 +2,19 @@
 
 Offsets are committed only after the handler's writes succeeded, so a crash redelivers; every handler is
 idempotent, so redelivery changes nothing. One bad record never stops the loop.
+
+Failures come in three kinds: a `PermanentFailure` (the input is wrong) is dead-lettered at once; an outage
+(the store or the broker does not answer, see `is_outage`) is waited out without limit, the batch held and
+its partitions paused but still polled, so the group keeps the member; anything else is retried a few
+times, then the batch is split to find the poison record, which is dead-lettered only if the dependencies
+answer meanwhile (otherwise it, too, is an outage).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from setaccounts.events import Channel, EventError
-from setaccounts.failures import PermanentFailure
+from setaccounts.failures import PermanentFailure, is_outage
 from setaccounts.kafka import dead_letter
-from setaccounts.metrics import BATCH_SECONDS, RECORDS
+from setaccounts.metrics import BATCH_SECONDS, OUTAGE, RECORDS
 from setaccounts_propagator.role import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
@@ -34,6 +41,7 @@ class ConsumerLoop:
     handler: RoleHandler
     max_retries: int = 5
     retry_backoff: float = 0.2
+    outage_backoff_cap: float = 10.0
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.consumer.start()
@@ -63,39 +71,96 @@ class ConsumerLoop:
         RECORDS.labels(self.role, "handled").inc(len(items))
 
     async def _handle_with_retries(self, items: Sequence[Item]) -> None:
-        error: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                await self.handler(items)
+        while True:
+            error = await self._attempts(items)
+            if error is None:
                 return
-            except Exception as exc:
-                error = exc
-                if isinstance(exc, PermanentFailure):
-                    log.warning("batch refused", role=self.role, size=len(items), error=repr(exc))
-                    break
-                log.warning(
-                    "batch failed",
-                    role=self.role,
-                    attempt=attempt + 1,
-                    size=len(items),
-                    error=repr(exc),
-                    first=_where(items[0].record),
-                )
-                await asyncio.sleep(min(self.retry_backoff * 2**attempt, 5.0))
+            if isinstance(error, PermanentFailure) or await self._dependencies_answer():
+                break  # a fault of the input: isolate it
+            # not poison: the store went away meanwhile, so the failures say nothing about the records
         if len(items) == 1:
             await self._dead_letter(items[0].record, f"gave up: {error!r}")
             try:
-                await self.handler.give_up(items[0], error)
+                await self._through_outages(lambda: self.handler.give_up(items[0], error), 1)
             except Exception:  # the record is parked already; keep consuming
                 log.exception("give-up failed", role=self.role, **_where_fields(items[0].record))
             return
         for item in items:  # isolate the poison record: the others still go through
             await self._handle_with_retries([item])
 
+    async def _attempts(self, items: Sequence[Item]) -> Exception | None:
+        """Handle the batch, retrying a few times (outages are waited out inside); the last error, if any."""
+        for attempt in range(1, self.max_retries + 2):
+            try:
+                await self._through_outages(lambda: self.handler(items), len(items))
+                return None
+            except PermanentFailure as exc:
+                log.warning("batch refused", role=self.role, size=len(items), error=repr(exc))
+                return exc
+            except Exception as exc:
+                log.warning(
+                    "batch failed",
+                    role=self.role,
+                    attempt=attempt,
+                    size=len(items),
+                    error=repr(exc),
+                    first=_where(items[0].record),
+                )
+                if attempt > self.max_retries:
+                    return exc
+                await asyncio.sleep(min(self.retry_backoff * 2 ** (attempt - 1), 5.0))
+        raise AssertionError("unreachable")
+
+    async def _through_outages(self, step: Callable[[], Awaitable[None]], size: int) -> None:
+        """Run `step`, waiting out any outage of a dependency for as long as it lasts."""
+        outages = 0
+        try:
+            while True:
+                try:
+                    return await step()
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    outages += 1
+                    OUTAGE.labels(self.role).set(1)
+                    log.warning(
+                        "dependency down; waiting", role=self.role, size=size, tries=outages, error=repr(exc)
+                    )
+                    await self._hold(min(self.retry_backoff * 2 ** min(outages, 16), self.outage_backoff_cap))
+        finally:
+            if outages:
+                OUTAGE.labels(self.role).set(0)
+                log.info("dependency back or gave way", role=self.role, waited_tries=outages)
+
+    async def _hold(self, seconds: float) -> None:
+        """Wait with the assigned partitions paused but polled, so the group keeps this member (and its
+        heartbeat) while nothing new is taken; anything fetched meanwhile is put back."""
+        assigned = list(self.consumer.assignment())
+        self.consumer.pause(*assigned)
+        try:
+            fetched = await self.consumer.getmany(timeout_ms=int(seconds * random.uniform(500, 1000)))
+        except Exception as exc:  # the broker may be the dependency that is down
+            log.info("poll while waiting failed", role=self.role, error=repr(exc))
+            fetched = {}
+        finally:
+            self.consumer.resume(*[tp for tp in assigned if tp in self.consumer.assignment()])
+        for tp, records in fetched.items():  # newly assigned after a rebalance: read them again later
+            self.consumer.seek(tp, records[0].offset)
+
+    async def _dependencies_answer(self) -> bool:
+        try:
+            await self.handler.ping()
+        except Exception as exc:
+            log.warning("dependency does not answer", role=self.role, error=repr(exc))
+            return False
+        return True
+
     async def _dead_letter(self, record: Record, reason: str) -> None:
         log.error("dead-lettered", role=self.role, reason=reason, **_where_fields(record))
         RECORDS.labels(self.role, "dead-lettered").inc()
-        await dead_letter(self.producer, self.deadletter_topic, record, reason, self.role)
+        await self._through_outages(
+            lambda: dead_letter(self.producer, self.deadletter_topic, record, reason, self.role), 1
+        )
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:

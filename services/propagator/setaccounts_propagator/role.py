@@ -51,3 +51,7 @@ class RoleHandler:
 
     async def give_up(self, item: Item, error: BaseException | None) -> None:
         """Called after a record was dead-lettered for failing again and again."""
+
+    async def ping(self) -> None:
+        """Raise unless the store answers (asked before a record is taken for poison)."""
+        await self.db.command("ping")
