@@ -210,9 +210,11 @@ class JobStore:
     async def start_plan(
         self, command_id: str, target_seq: int, accounts_before: list[str], members: int
     ) -> Job | None:
-        """Fix what the target held before and the command's place in its order, once for every re-run."""
+        """Fix what the target held before and the command's place in its order, once for every re-run;
+        None when the job ended before it was planned (cancelled: the aggregator answers for it)."""
         await self._jobs.update_one(
-            {"_id": command_id, "target_seq": {"$exists": False}},
+            # a job cancelled meanwhile stays cancelled
+            {"_id": command_id, "target_seq": {"$exists": False}, "status": _RUNNING},
             {
                 "$set": {
                     "target_seq": target_seq,
@@ -224,7 +226,8 @@ class JobStore:
                 }
             },
         )
-        return await self.get(command_id)
+        job = await self.get(command_id)
+        return None if job is None or job.finished else job
 
     async def mark_target_written(self, command_id: str, changed: bool) -> bool:
         """True unless the job ended meanwhile."""
