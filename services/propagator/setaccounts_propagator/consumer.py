@@ -16,7 +16,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -29,6 +29,7 @@ from setaccounts.metrics import BATCH_SECONDS, OUTAGE, RECORDS
 from setaccounts_propagator.role import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -59,16 +60,26 @@ class ConsumerLoop:
             await self.consumer.stop()
 
     async def process(self, records: Sequence[Record]) -> None:
+        """Handle the records in their order: an invalid one is answered (or dead-lettered) only after the
+        valid ones before it, so a rejection never overtakes the command it might concern."""
         items: list[Item] = []
         for record in records:
             try:
                 items.append(Item(record, self.channel.decode(record.value)))
             except EventError as exc:
-                if not await self.handler.reject(record, exc):
-                    await self._dead_letter(record, str(exc))
+                await self._handle(items)
+                items = []
+                await self._refuse(record, exc)
+        await self._handle(items)
+
+    async def _refuse(self, record: Record, error: EventError) -> None:
+        if not await self._through_outages(lambda: self.handler.reject(record, error), 1):
+            await self._dead_letter(record, str(error))
+
+    async def _handle(self, items: Sequence[Item]) -> None:
         if items:
             await self._handle_with_retries(items)
-        RECORDS.labels(self.role, "handled").inc(len(items))
+            RECORDS.labels(self.role, "handled").inc(len(items))
 
     async def _handle_with_retries(self, items: Sequence[Item]) -> None:
         while True:
@@ -111,7 +122,7 @@ class ConsumerLoop:
                 await asyncio.sleep(min(self.retry_backoff * 2 ** (attempt - 1), 5.0))
         raise AssertionError("unreachable")
 
-    async def _through_outages(self, step: Callable[[], Awaitable[None]], size: int) -> None:
+    async def _through_outages(self, step: Callable[[], Awaitable[T]], size: int) -> T:
         """Run `step`, waiting out any outage of a dependency for as long as it lasts."""
         outages = 0
         try:

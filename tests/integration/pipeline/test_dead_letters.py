@@ -86,3 +86,21 @@ async def test_commands_with_a_usable_id_get_a_failed_result_and_an_errored_job(
     assert results[1].status == "error" and results[1].outcome == job["outcome"]
     assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
     assert await db.resources.count_documents({"marks.command_id": command_id}) == 0
+
+
+async def test_an_invalid_command_reusing_a_jobs_id_never_touches_that_job(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    await seed(*patient_with_members("p1", 300))
+    good = SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
+    )
+    async with roles(settings, "planner", "applier", "aggregator"):
+        await send_command(settings, good)
+        hijack = json.dumps({"command_id": good.command_id, "garbage": True}).encode()
+        await send_raw(settings, settings.topics.commands, hijack, key=b"Patient/p1")
+        job = await wait_job(db, good.command_id, ("completed", "error"))
+    assert (job["status"], job["resources_updated"]) == ("completed", 301)
+    assert "outcome" not in job or job["outcome"] is None
+    parked = await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter)
+    assert [r.value for r in parked] == [hijack]
