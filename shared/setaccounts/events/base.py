@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9\-\._:]{1,128}$"
 REFERENCE_PATTERN = r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-\.]{1,64}$"
-_REFERENCE = re.compile(REFERENCE_PATTERN)
 
 
 def _known_type(value: str) -> str:
@@ -45,7 +43,3 @@ class Event(BaseModel):
     schema_version: int = Field(
         1, description="Contract version; consumers refuse versions they do not know."
     )
-
-
-def is_reference(value: str) -> bool:
-    return bool(_REFERENCE.match(value))

@@ -225,14 +225,6 @@ class ResourceStore:
                 found[doc["_id"]] = doc
         return found
 
-    async def save(
-        self, write: Write, previous: Document | None, session: AsyncClientSession | None = None
-    ) -> None:
-        """Store a prepared write if nothing changed since `previous` was read; no-op writes are skipped."""
-        if not write.changed:
-            return
-        await self.apply([Change(200, write.document, previous, write=True)], session)
-
     async def apply(self, changes: Sequence[Change], session: AsyncClientSession | None = None) -> None:
         """All writes of `changes` in one bulk write; VersionConflict if a guard (version, new id) failed."""
         ops = [op for op in (change.op() for change in changes) if op is not None]
