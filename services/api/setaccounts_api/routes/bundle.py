@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from setaccounts.store.bundle_runs import run_batch, run_transaction
-from setaccounts.store.bundles import parse_bundle
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import DbDep, SettingsDep
 from setaccounts_api.fhir_body import check_resource, fhir_base, preferences, read_json
 from setaccounts_api.responses import FhirResponse, fhir
+from setaccounts_api.rest.bundle_runs import run_batch, run_transaction
+from setaccounts_api.rest.bundles import parse_bundle
 
 router = APIRouter(tags=["bundle"])
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pymongo.errors import PyMongoError
 
 from setaccounts.fhir.outcomes import FhirError
-from setaccounts.store.bundles import (
+from setaccounts.store.meta import Resource
+from setaccounts.store.resources import Change, ResourceStore, VersionConflict, new_id, now
+from setaccounts_api.rest.bundles import (
     BundleRequest,
     Entry,
     Outcome,
@@ -21,8 +23,6 @@ from setaccounts.store.bundles import (
     resolve_entries,
     response_bundle,
 )
-from setaccounts.store.meta import Resource
-from setaccounts.store.resources import Change, ResourceStore, VersionConflict, new_id, now
 
 
 async def run_transaction(
