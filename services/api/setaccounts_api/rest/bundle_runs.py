@@ -9,7 +9,7 @@ from pymongo.errors import PyMongoError
 
 from setaccounts.fhir.outcomes import FhirError
 from setaccounts.store.meta import Resource
-from setaccounts.store.resources import Change, ResourceStore, VersionConflict, new_id, now
+from setaccounts.store.resources import VersionConflict, now
 from setaccounts_api.rest.bundles import (
     BundleRequest,
     Entry,
@@ -23,10 +23,12 @@ from setaccounts_api.rest.bundles import (
     resolve_entries,
     response_bundle,
 )
+from setaccounts_api.rest.decisions import Change, new_id
+from setaccounts_api.rest.store import RestStore
 
 
 async def run_transaction(
-    store: ResourceStore,
+    store: RestStore,
     request: BundleRequest,
     base: str,
     *,
@@ -59,7 +61,7 @@ async def run_transaction(
 
 
 async def run_batch(
-    store: ResourceStore, request: BundleRequest, base: str, *, with_resources: bool = False
+    store: RestStore, request: BundleRequest, base: str, *, with_resources: bool = False
 ) -> Resource:
     """Each entry on its own, in order; a failing entry answers its own outcome and the others go on."""
     results: list[Outcome] = []
@@ -74,7 +76,7 @@ async def run_batch(
     return response_bundle("batch", results, base, with_resources)
 
 
-async def _run_one(store: ResourceStore, entry: Entry) -> Change:
+async def _run_one(store: RestStore, entry: Entry) -> Change:
     if entry.method == "POST":
         assert entry.resource is not None
         return await store.create(entry.resource)

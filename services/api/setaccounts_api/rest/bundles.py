@@ -12,16 +12,15 @@ from typing import Any, Literal
 from setaccounts.fhir.outcomes import FhirError, invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 from setaccounts.store.meta import Resource
-from setaccounts.store.resources import (
+from setaccounts_api.rest.decisions import (
     Change,
     decide_create,
     decide_delete,
     decide_read,
     decide_update,
-    etag,
     new_id,
-    version_of_etag,
 )
+from setaccounts_api.rest.etags import etag, version_of_etag
 
 Kind = Literal["transaction", "batch"]
 Method = Literal["GET", "POST", "PUT", "DELETE"]
