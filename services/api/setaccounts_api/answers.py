@@ -40,7 +40,7 @@ def accepted(job: dict[str, Any], status_url: str) -> FhirResponse:
     )
 
 
-def answer(job: dict[str, Any], status_url: str) -> FhirResponse:
+def job_answer(job: dict[str, Any], status_url: str) -> FhirResponse:
     """The final answer once the job ended, else the 202 'still running' answer."""
     status = job["status"]
     if status == Status.COMPLETED:

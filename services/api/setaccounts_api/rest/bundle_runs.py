@@ -13,7 +13,7 @@ from setaccounts.store.resources import VersionConflict, now
 from setaccounts_api.rest.bundles import (
     BundleRequest,
     Entry,
-    Outcome,
+    EntryResult,
     assign_ids,
     at_entry,
     check_unique_targets,
@@ -56,7 +56,7 @@ async def run_transaction(
                 409, "transient", f"the transaction was interrupted ({exc}); retry it", retriable=True
             ) from exc
         raise
-    results: list[Outcome] = [(entry.method, changes[entry.index]) for entry in entries]
+    results: list[EntryResult] = [(entry.method, changes[entry.index]) for entry in entries]
     return response_bundle("transaction", results, base, with_resources)
 
 
@@ -64,7 +64,7 @@ async def run_batch(
     store: RestStore, request: BundleRequest, base: str, *, with_resources: bool = False
 ) -> Resource:
     """Each entry on its own, in order; a failing entry answers its own outcome and the others go on."""
-    results: list[Outcome] = []
+    results: list[EntryResult] = []
     for entry in request.entries:
         if isinstance(entry, FhirError):
             results.append((None, entry))

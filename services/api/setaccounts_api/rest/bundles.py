@@ -51,7 +51,7 @@ class Entry:
         return f"{self.resource_type}/{self.resource_id}"
 
 
-Outcome = tuple[Method | None, Change | FhirError]
+EntryResult = tuple[Method | None, Change | FhirError]
 """An entry's method (None when it could not be parsed) and what it came to."""
 
 
@@ -306,7 +306,7 @@ def response_entry(result: Change | FhirError, base: str, with_resource: bool) -
     return entry
 
 
-def response_bundle(kind: Kind, results: list[Outcome], base: str, with_resources: bool) -> Resource:
+def response_bundle(kind: Kind, results: list[EntryResult], base: str, with_resources: bool) -> Resource:
     """The `transaction-response` / `batch-response` in request order; reads always carry the resource."""
     return {
         "resourceType": "Bundle",

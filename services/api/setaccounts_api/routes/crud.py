@@ -49,7 +49,7 @@ def resource_headers(document: Document, base: str) -> dict[str, str]:
     }
 
 
-def answer(change: Change, request: Request, base: str) -> Response:
+def change_response(change: Change, request: Request, base: str) -> Response:
     """The resource (or less, as `Prefer: return=` asks) with its version headers."""
     headers = resource_headers(change.document, base)
     if change.status != 201:
@@ -69,7 +69,7 @@ async def create(resource_type: str, request: Request, db: DbDep, settings: Sett
     check_type(resource_type)
     resource = check_resource(await read_json(request), resource_type)
     change = await RestStore(db).create(resource)
-    return answer(change, request, fhir_base(request, settings))
+    return change_response(change, request, fhir_base(request, settings))
 
 
 @router.get("/{resource_type}/{resource_id}", response_class=FhirResponse)
@@ -114,7 +114,7 @@ async def update(
     version = parse_if_match(if_match)
     resource = check_resource(await read_json(request), resource_type, resource_id)
     change = await RestStore(db).update(resource, version)
-    return answer(change, request, fhir_base(request, settings))
+    return change_response(change, request, fhir_base(request, settings))
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204)

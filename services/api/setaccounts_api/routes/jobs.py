@@ -11,7 +11,7 @@ from setaccounts.events import CancelRequested
 from setaccounts.fhir.outcomes import FhirError, not_found, operation_outcome
 from setaccounts.jobs import JobStore, Status
 from setaccounts.kafka import publish
-from setaccounts_api.answers import answer, status_url
+from setaccounts_api.answers import job_answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
 from setaccounts_api.responses import FhirResponse, fhir
 
@@ -23,7 +23,7 @@ async def job_status(command_id: str, request: Request, db: DbDep, settings: Set
     job = await JobStore(db).get(command_id)
     if job is None:
         raise not_found(f"job {command_id}")
-    return answer(job, status_url(request, settings, command_id))
+    return job_answer(job, status_url(request, settings, command_id))
 
 
 @router.delete("/job/{command_id}/status")

@@ -16,7 +16,7 @@ from setaccounts.jobs import TERMINAL, JobStore, Status
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
 from setaccounts.store.resources import ResourceStore
-from setaccounts_api.answers import accepted, answer, status_url
+from setaccounts_api.answers import accepted, job_answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
 from setaccounts_api.fhir_body import check_id, check_type, read_json
 from setaccounts_api.parameters import operation_definition, parse_input
@@ -72,7 +72,7 @@ async def set_accounts(
         COMMANDS.labels("async").inc()
         return accepted(job, url)
     COMMANDS.labels("sync").inc()
-    return answer(await _wait(jobs, command.command_id, settings.sync_wait_seconds) or job, url)
+    return job_answer(await _wait(jobs, command.command_id, settings.sync_wait_seconds) or job, url)
 
 
 async def _wait(jobs: JobStore, command_id: str, seconds: float) -> dict[str, object] | None:
