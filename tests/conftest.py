@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -15,10 +14,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
-from setaccounts.store.meta import prepare_write
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import Engines, engines
 from setaccounts_propagator.bootstrap import ROLES, run
+from tests.helpers.resources import Seed, store_resources
 
 
 @pytest.fixture(scope="session")
@@ -79,50 +78,11 @@ async def propagator(settings: Settings) -> AsyncIterator[None]:
     await asyncio.wait_for(task, 30)
 
 
-Seed = Callable[..., Awaitable[list[str]]]
-
-
 @pytest.fixture
 def seed(db: AsyncDatabase[dict[str, Any]]) -> Seed:
     """Store resources straight through the write rule (fast); returns their references."""
 
     async def store(*resources: dict[str, Any]) -> list[str]:
-        now = datetime.now(UTC)
-        documents = [prepare_write(r, None, now).document for r in resources]
-        if documents:
-            await db.resources.insert_many(documents)
-        return [d["_id"] for d in documents]
+        return await store_resources(db, *resources)
 
     return store
-
-
-def patient_with_members(pid: str, members: int, accounts: list[str] | None = None) -> list[dict[str, Any]]:
-    """A patient and `members` Observations in its compartment."""
-    meta = {"accounts": [{"reference": a} for a in accounts]} if accounts else None
-    patient: dict[str, Any] = {"resourceType": "Patient", "id": pid, **({"meta": meta} if meta else {})}
-    observations = [
-        {
-            "resourceType": "Observation",
-            "id": f"{pid}-obs-{i:06d}",
-            "status": "final",
-            "code": {"text": "weight"},
-            "subject": {"reference": f"Patient/{pid}"},
-        }
-        for i in range(members)
-    ]
-    return [patient, *observations]
-
-
-def parameters(*accounts: Any, propagate: Any = None) -> dict[str, Any]:
-    """The operation's Parameters body (values are not checked: tests send bad ones on purpose)."""
-    parameter: list[dict[str, Any]] = [
-        {"name": "accounts", "valueReference": {"reference": a}} for a in accounts
-    ]
-    if propagate is not None:
-        parameter.append({"name": "propagate", "valueBoolean": propagate})
-    return {"resourceType": "Parameters", "parameter": parameter}
-
-
-def outputs(body: dict[str, Any]) -> dict[str, int]:
-    """The operation's answer as {"resourcesUpdated": n, "resourcesChanged": m}."""
-    return {p["name"]: p["valueInteger"] for p in body["parameter"]}

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.settings import Settings
-
-Document = dict[str, Any]
+from setaccounts.store.meta import Document
 
 
 def make_client(settings: Settings) -> AsyncMongoClient[Document]:

@@ -14,7 +14,7 @@ from setaccounts.fhir.outcomes import FhirError, invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 from setaccounts.settings import Settings
 from setaccounts.store.meta import Resource
-from setaccounts.store.resources import version_of_etag
+from setaccounts_api.rest.etags import version_of_etag
 
 FHIR_BASE_PATH = "/fhir/R4"
 JSON_MEDIA_TYPES = frozenset(

@@ -19,7 +19,7 @@ from setaccounts.events import (
     SetAccountsCommand,
 )
 
-Status = Literal["pending", "completed", "error", "cancelled"]
+RecordStatus = Literal["pending", "completed", "error", "cancelled"]
 Position = tuple[int, int]  # (partition, offset) on the commands topic
 
 
@@ -37,7 +37,7 @@ class CommandRecord:
     position: Position | None  # None when only the results topic knows the command
     accounts_before: list[str] | None = None  # None until planned (known from CommandPlanned)
     expected: int | None = None  # member updates emitted by the planner
-    status: Status = "pending"
+    status: RecordStatus = "pending"
     resources_updated: int | None = None
     resources_changed: int | None = None
     diagnostics: str | None = None
@@ -198,7 +198,7 @@ def diagnostics_of(outcome: dict[str, Any] | None) -> str:
     return "; ".join(t for t in texts if t) or "no diagnostics"
 
 
-def fold(
+def fold_history(
     commands: Iterable[tuple[SetAccountsCommand, Position]], results: Iterable[Any]
 ) -> list[CommandRecord]:
     """Convenience for tests and small logs: fold both streams and return the records."""

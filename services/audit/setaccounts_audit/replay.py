@@ -36,7 +36,7 @@ WaitForFinish = Callable[[str, float], Awaitable[CommandFinished]]
 PROGRESS_THRESHOLD = 20_000  # records: below this a read is quick and a bar would only flicker
 
 
-async def read_topic(
+async def replay_with_progress(
     settings: Settings, topic: str, *, progress: bool | None = None
 ) -> AsyncIterator[Record]:
     """Every record of `topic` up to the end offsets seen at start, with a progress bar on long reads."""
@@ -97,7 +97,7 @@ class Loaded:
 async def load_history(settings: Settings, *, progress: bool | None = None) -> Loaded:
     """Replay the commands and results topics into a History (read-only)."""
     loaded = Loaded()
-    async for record in read_topic(settings, settings.topics.commands, progress=progress):
+    async for record in replay_with_progress(settings, settings.topics.commands, progress=progress):
         try:
             command = COMMANDS.decode(record.value)
         except EventError:
@@ -109,7 +109,7 @@ async def load_history(settings: Settings, *, progress: bool | None = None) -> L
             continue
         if isinstance(command, SetAccountsCommand):
             loaded.history.add_command(command, (record.partition, record.offset))
-    async for record in read_topic(settings, settings.topics.results, progress=progress):
+    async for record in replay_with_progress(settings, settings.topics.results, progress=progress):
         if _header(record, "event-type") in {"BatchApplied", "PartitionDone"}:
             continue  # the bulk of the topic, and nothing the log shows: skip parsing it
         try:

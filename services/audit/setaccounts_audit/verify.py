@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.fhir.compartments import compartments_of
-from setaccounts.store.meta import accounts_of, content_of
+from setaccounts.store.meta import Document, accounts_of, content_of
 from setaccounts_audit.history import CommandRecord, by_target
 
-Document = dict[str, Any]
 STREAM_BATCH = 1000
 
 

@@ -11,7 +11,9 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.store.resources import ResourceStore, VersionConflict, decide_create, decide_update, now
+from setaccounts.store.resources import VersionConflict, now
+from setaccounts_api.rest.decisions import decide_create, decide_update
+from setaccounts_api.rest.store import RestStore
 
 pytestmark = pytest.mark.integration
 
@@ -249,7 +251,7 @@ async def test_a_write_failing_inside_the_transaction_rolls_back_the_others(
     """A guard that fails at write time (here a create-on-update racing another create) aborts every write."""
     await api.put("/Patient/taken", json={"resourceType": "Patient", "id": "taken"})
     before = await snapshot()
-    store, at = ResourceStore(db), now()
+    store, at = RestStore(db), now()
     changes = [
         decide_create({"resourceType": "Patient"}, at),
         decide_update({"resourceType": "Patient", "id": "taken", "gender": "male"}, None, at),  # stale read

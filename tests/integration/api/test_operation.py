@@ -13,7 +13,8 @@ from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
-from tests.conftest import Seed, outputs, parameters, patient_with_members
+from tests.helpers.parameters import outputs, parameters
+from tests.helpers.resources import Seed, patient_with_members
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from setaccounts_audit.history import CommandRecord
 from setaccounts_audit.render import Format
 from setaccounts_audit.replay import load_history
 from setaccounts_audit.verify import verify_store
-from tests.conftest import Seed, patient_with_members
+from tests.helpers.resources import Seed, patient_with_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 Db = AsyncDatabase[dict[str, Any]]

@@ -13,7 +13,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.settings import Settings
 from setaccounts.store.meta import accounts_of
-from tests.conftest import Seed, patient_with_members
+from tests.helpers.resources import Seed, patient_with_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "publish_command.py"

@@ -7,7 +7,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,12 @@ from pymongo import AsyncMongoClient
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
-from setaccounts.store.meta import prepare_write
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import start_secantus
-from tests.conftest import parameters, patient_with_members
-from tests.integration.pipeline.conftest import roles, send_command
+from tests.helpers.parameters import parameters
+from tests.helpers.publishing import send_command
+from tests.helpers.resources import patient_with_members, store_resources
+from tests.helpers.roles import roles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MEMBERS = 1500
@@ -65,13 +65,6 @@ async def on_store(settings: Settings, store: Store) -> AsyncIterator[tuple[Sett
         await client.close()
 
 
-async def seeded(db: Any, pid: str) -> None:
-    now = datetime.now(UTC)
-    await db.resources.insert_many(
-        [prepare_write(r, None, now).document for r in patient_with_members(pid, MEMBERS)]
-    )
-
-
 async def wait_marked(db: Any, command_id: str, at_least: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while await db.resources.count_documents({"marks.command_id": command_id}) < at_least:
@@ -93,7 +86,7 @@ async def test_store_killed_and_restarted_mid_apply_loses_nothing(
     on_store: tuple[Settings, Any], store: Store
 ) -> None:
     settings, db = on_store
-    await seeded(db, "p1")
+    await store_resources(db, *patient_with_members("p1", MEMBERS))
     command = SetAccountsCommand(
         command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/a"], propagate=True
     )
@@ -119,7 +112,7 @@ async def test_api_answers_503_while_the_store_is_down_and_publishes_nothing(
     on_store: tuple[Settings, Any], store: Store
 ) -> None:
     settings, db = on_store
-    await seeded(db, "p2")
+    await store_resources(db, *patient_with_members("p2", MEMBERS))
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

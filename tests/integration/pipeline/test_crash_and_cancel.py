@@ -19,8 +19,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.events import RESULTS, CommandFinished, SetAccountsCommand
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
-from tests.conftest import Seed, patient_with_members
-from tests.integration.pipeline.conftest import roles, send_command, wait_job
+from tests.helpers.jobs import wait_job
+from tests.helpers.publishing import send_command
+from tests.helpers.resources import Seed, patient_with_members
+from tests.helpers.roles import roles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MEMBERS = 5000

@@ -13,8 +13,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.events import RESULTS, CommandFailed, CommandFinished, SetAccountsCommand
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
-from tests.conftest import Seed, patient_with_members
-from tests.integration.pipeline.conftest import roles, send_command, send_raw, wait_job
+from tests.helpers.jobs import wait_job
+from tests.helpers.publishing import send_command, send_raw
+from tests.helpers.resources import Seed, patient_with_members
+from tests.helpers.roles import roles
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,10 @@ from setaccounts.kafka import partitions_of, read_topic
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
-from tests.conftest import Seed, patient_with_members
-from tests.integration.pipeline.conftest import member_accounts, roles, send_command, wait_job
+from tests.helpers.jobs import wait_job
+from tests.helpers.publishing import send_command
+from tests.helpers.resources import Seed, member_accounts, patient_with_members
+from tests.helpers.roles import roles
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.events import SetAccountsCommand
 from setaccounts.settings import Settings
 from setaccounts.store.propagation import member_accounts
-from tests.conftest import Seed
-from tests.integration.pipeline.conftest import send_command, wait_job
+from tests.helpers.jobs import wait_job
+from tests.helpers.publishing import send_command
+from tests.helpers.resources import Seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PATIENTS, ACCOUNTS = 3, ("Organization/a", "Organization/b", "Organization/c")

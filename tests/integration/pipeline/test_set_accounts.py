@@ -8,7 +8,8 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.conftest import Seed, outputs, parameters, patient_with_members
+from tests.helpers.parameters import outputs, parameters
+from tests.helpers.resources import Seed, patient_with_members
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from setaccounts.events import (
     SetAccountsCommand,
 )
 from setaccounts.store.meta import prepare_write
-from setaccounts_audit.history import History, Rejected, by_target, fold, since
+from setaccounts_audit.history import History, Rejected, by_target, fold_history, since
 from setaccounts_audit.redrive import RedriveRefused, choose, redrive_command
 from setaccounts_audit.verify import check_resource, expectations
 
@@ -87,7 +87,7 @@ def test_a_completed_command_carries_plan_and_final_counts() -> None:
         PartitionDone(command_id="c1", partition=0),
         finished("c1", updated=6, changed=4),
     ]
-    [record] = fold([(c, (0, 7))], results)
+    [record] = fold_history([(c, (0, 7))], results)
     assert (record.status, record.resources_updated, record.resources_changed) == ("completed", 6, 4)
     assert record.accounts_before == ["Organization/o0"]
     assert record.accounts_after == ["Organization/o1"]
@@ -96,7 +96,7 @@ def test_a_completed_command_carries_plan_and_final_counts() -> None:
 
 def test_a_command_without_an_answer_is_pending() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    [record] = fold([(c, (0, 0))], [planned(c, [], 3)])
+    [record] = fold_history([(c, (0, 0))], [planned(c, [], 3)])
     assert record.status == "pending"
     assert record.resources_updated is None
     assert record.expected == 3
@@ -104,7 +104,7 @@ def test_a_command_without_an_answer_is_pending() -> None:
 
 def test_a_failed_command_shows_the_diagnostics() -> None:
     c = command("c1", "Patient/x", "Organization/o1")
-    [record] = fold(
+    [record] = fold_history(
         [(c, (1, 0))],
         [
             CommandFailed(command_id="c1", target="Patient/x", outcome=NOT_FOUND),
@@ -118,7 +118,7 @@ def test_a_failed_command_shows_the_diagnostics() -> None:
 
 def test_a_cancelled_command_records_who_cancelled() -> None:
     c = command("c1", "Patient/big", "Organization/o1")
-    [record] = fold(
+    [record] = fold_history(
         [(c, (0, 0))],
         [
             CancelRequested(command_id="c1", requested_at=T0, requested_by="ops"),
@@ -133,7 +133,7 @@ def test_results_before_commands_fold_the_same() -> None:
     history = History()
     history.add_result(finished("c1", updated=1, changed=1))
     history.add_command(c, (0, 0))
-    assert history.records() == fold([(c, (0, 0))], [finished("c1", updated=1, changed=1)])
+    assert history.records() == fold_history([(c, (0, 0))], [finished("c1", updated=1, changed=1)])
 
 
 def test_a_republished_command_is_one_record_and_a_conflicting_reuse_is_set_aside() -> None:
@@ -150,24 +150,24 @@ def test_a_republished_command_is_one_record_and_a_conflicting_reuse_is_set_asid
 
 def test_a_republished_answer_does_not_duplicate_the_record() -> None:
     c = command("c1", "Patient/p1")
-    records = fold([(c, (0, 0))], [finished("c1", updated=3), finished("c1", updated=3)])
+    records = fold_history([(c, (0, 0))], [finished("c1", updated=3), finished("c1", updated=3)])
     assert [(r.command_id, r.resources_updated) for r in records] == [("c1", 3)]
 
 
 def test_a_command_known_only_from_its_plan_is_still_listed() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    [record] = fold([], [planned(c, [], 2), finished("c1", updated=3, changed=3)])
+    [record] = fold_history([], [planned(c, [], 2), finished("c1", updated=3, changed=3)])
     assert (record.target, record.position, record.status) == ("Patient/p1", None, "completed")
 
 
 def test_results_without_any_description_of_the_command_are_left_out() -> None:
-    assert fold([], [finished("ghost", updated=1)]) == []
+    assert fold_history([], [finished("ghost", updated=1)]) == []
 
 
 def test_records_are_in_event_time_order_and_since_filters_on_it() -> None:
     late = command("late", "Patient/p1", minutes=10)
     early = command("early", "Patient/p2", minutes=1)
-    records = fold([(late, (0, 0)), (early, (1, 0))], [])
+    records = fold_history([(late, (0, 0)), (early, (1, 0))], [])
     assert [r.command_id for r in records] == ["early", "late"]
     assert [r.command_id for r in since(records, T0 + timedelta(minutes=5))] == ["late"]
 
@@ -175,14 +175,14 @@ def test_records_are_in_event_time_order_and_since_filters_on_it() -> None:
 def test_by_target_uses_log_order_not_event_time() -> None:
     first = command("first", "Patient/p1", minutes=5)  # clock skew: requested_at later, but published first
     second = command("second", "Patient/p1", minutes=1)
-    grouped = by_target(fold([(first, (2, 10)), (second, (2, 11))], []))
+    grouped = by_target(fold_history([(first, (2, 10)), (second, (2, 11))], []))
     assert [r.command_id for r in grouped["Patient/p1"]] == ["first", "second"]
 
 
 def test_redrive_chooses_only_the_last_command_of_a_target_unless_forced() -> None:
     old = command("old", "Patient/p1", "Organization/o1")
     new = command("new", "Patient/p1", "Organization/o2")
-    records = fold([(old, (0, 0)), (new, (0, 1))], [finished("old"), finished("new")])
+    records = fold_history([(old, (0, 0)), (new, (0, 1))], [finished("old"), finished("new")])
     assert choose(records, "new").command_id == "new"
     with pytest.raises(RedriveRefused, match="not the last command for Patient/p1"):
         choose(records, "old")
@@ -203,7 +203,7 @@ def test_expectations_follow_the_last_completed_command_and_tolerate_a_later_can
     c1 = command("c1", "Patient/p1", "Organization/o1")
     c2 = command("c2", "Patient/p1", "Organization/o2")
     c3 = command("c3", "Patient/p1", "Organization/o3")
-    records = fold(
+    records = fold_history(
         [(c1, (0, 0)), (c2, (0, 1)), (c3, (0, 2))],
         [finished("c1"), finished("c2", "error", outcome=NOT_FOUND), finished("c3", "cancelled")],
     )
@@ -218,7 +218,7 @@ def stored(resource: dict[str, Any]) -> dict[str, Any]:
 
 def test_check_resource_reports_member_and_compartment_drift_with_the_ref() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    expect = expectations(fold([(c, (0, 0))], [finished("c1")]))
+    expect = expectations(fold_history([(c, (0, 0))], [finished("c1")]))
     good = stored(
         {
             "resourceType": "Observation",
@@ -239,7 +239,7 @@ def test_check_resource_reports_member_and_compartment_drift_with_the_ref() -> N
 
 def test_a_time_without_offset_is_read_as_utc() -> None:
     naive = SetAccountsCommand(command_id="naive", target="Patient/p1", requested_at=datetime(2025, 3, 1, 11))
-    records = fold([(command("aware", "Patient/p2"), (0, 0)), (naive, (1, 0))], [])
+    records = fold_history([(command("aware", "Patient/p2"), (0, 0)), (naive, (1, 0))], [])
     assert [r.command_id for r in records] == ["naive", "aware"]
     assert records[0].requested_at.tzinfo is UTC
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from setaccounts.store.bundle_runs import run_batch, run_transaction
-from setaccounts.store.bundles import parse_bundle
-from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import DbDep, SettingsDep
 from setaccounts_api.fhir_body import check_resource, fhir_base, preferences, read_json
 from setaccounts_api.responses import FhirResponse, fhir
+from setaccounts_api.rest.bundle_runs import run_batch, run_transaction
+from setaccounts_api.rest.bundles import parse_bundle
+from setaccounts_api.rest.store import RestStore
 
 router = APIRouter(tags=["bundle"])
 
@@ -19,7 +19,7 @@ router = APIRouter(tags=["bundle"])
 async def process_bundle(request: Request, db: DbDep, settings: SettingsDep) -> FhirResponse:
     """Entries answer status, location, etag and lastModified; resources on `return=representation`."""
     parsed = parse_bundle(await read_json(request), check_resource)
-    store, base = ResourceStore(db), fhir_base(request, settings)
+    store, base = RestStore(db), fhir_base(request, settings)
     with_resources = preferences(request).get("return") == "representation"
     if parsed.kind == "transaction":
         return fhir(await run_transaction(store, parsed, base, with_resources=with_resources))

@@ -14,7 +14,6 @@ from fastapi.responses import Response
 
 from setaccounts.fhir.outcomes import invalid, operation_outcome
 from setaccounts.store.meta import Document
-from setaccounts.store.resources import Change, ResourceStore, etag
 from setaccounts_api.deps import DbDep, SettingsDep
 from setaccounts_api.fhir_body import (
     check_id,
@@ -26,6 +25,9 @@ from setaccounts_api.fhir_body import (
     read_json,
 )
 from setaccounts_api.responses import FhirResponse, fhir
+from setaccounts_api.rest.decisions import Change
+from setaccounts_api.rest.etags import etag
+from setaccounts_api.rest.store import RestStore
 
 router = APIRouter(tags=["crud"])
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
@@ -47,7 +49,7 @@ def resource_headers(document: Document, base: str) -> dict[str, str]:
     }
 
 
-def answer(change: Change, request: Request, base: str) -> Response:
+def change_response(change: Change, request: Request, base: str) -> Response:
     """The resource (or less, as `Prefer: return=` asks) with its version headers."""
     headers = resource_headers(change.document, base)
     if change.status != 201:
@@ -66,8 +68,8 @@ def answer(change: Change, request: Request, base: str) -> Response:
 async def create(resource_type: str, request: Request, db: DbDep, settings: SettingsDep) -> Response:
     check_type(resource_type)
     resource = check_resource(await read_json(request), resource_type)
-    change = await ResourceStore(db).create(resource)
-    return answer(change, request, fhir_base(request, settings))
+    change = await RestStore(db).create(resource)
+    return change_response(change, request, fhir_base(request, settings))
 
 
 @router.get("/{resource_type}/{resource_id}", response_class=FhirResponse)
@@ -75,7 +77,7 @@ async def read(
     resource_type: str, resource_id: str, db: DbDep, settings: SettingsDep, request: Request
 ) -> Response:
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    change = await ResourceStore(db).read(ref)
+    change = await RestStore(db).read(ref)
     return fhir(change.document["resource"], 200, _read_headers(change, fhir_base(request, settings)))
 
 
@@ -87,7 +89,7 @@ async def vread(
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
     if not version_id.isdigit():
         raise invalid(f"invalid version id {version_id!r}: expected a number")
-    change = await ResourceStore(db).read(ref, int(version_id))
+    change = await RestStore(db).read(ref, int(version_id))
     return fhir(change.document["resource"], 200, _read_headers(change, fhir_base(request, settings)))
 
 
@@ -111,13 +113,13 @@ async def update(
     check_id(resource_id)
     version = parse_if_match(if_match)
     resource = check_resource(await read_json(request), resource_type, resource_id)
-    change = await ResourceStore(db).update(resource, version)
-    return answer(change, request, fhir_base(request, settings))
+    change = await RestStore(db).update(resource, version)
+    return change_response(change, request, fhir_base(request, settings))
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204)
 async def delete(resource_type: str, resource_id: str, db: DbDep, if_match: IfMatch = None) -> Response:
     """Tombstone the resource (later reads answer 410); deleting it again is a no-op 204."""
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    change = await ResourceStore(db).delete(ref, parse_if_match(if_match))
+    change = await RestStore(db).delete(ref, parse_if_match(if_match))
     return Response(status_code=204, headers={"ETag": etag(change.document["version"])})

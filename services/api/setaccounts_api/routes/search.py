@@ -15,10 +15,12 @@ from fastapi import APIRouter, Request
 from setaccounts.fhir.outcomes import invalid
 from setaccounts.fhir.references import parse_reference
 from setaccounts.store.meta import Document, Resource
-from setaccounts.store.resources import ResourceStore, SearchQuery, new_id
+from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import DbDep, SettingsDep
 from setaccounts_api.fhir_body import check_id, check_type, fhir_base, preferences
 from setaccounts_api.responses import FhirResponse, fhir
+from setaccounts_api.rest.decisions import new_id
+from setaccounts_api.rest.queries import SearchQuery, search
 
 router = APIRouter(tags=["search"])
 DEFAULT_COUNT = 100
@@ -135,7 +137,7 @@ async def _search(
 ) -> FhirResponse:
     strict = preferences(request).get("handling") == "strict"
     parsed = parse_params(request.query_params.multi_items(), resource_type, strict)
-    total, page = await ResourceStore(db).search(to_query(parsed), parsed.offset, parsed.count)
+    total, page = await search(ResourceStore(db), to_query(parsed), parsed.offset, parsed.count)
     base = fhir_base(request, settings)
     url = f"{base}/{resource_type}" if resource_type else base
     return fhir(searchset(base, url, parsed, total, page))

@@ -8,10 +8,12 @@ from collections.abc import Callable
 from pymongo.errors import PyMongoError
 
 from setaccounts.fhir.outcomes import FhirError
-from setaccounts.store.bundles import (
+from setaccounts.store.meta import Resource
+from setaccounts.store.resources import VersionConflict, now
+from setaccounts_api.rest.bundles import (
     BundleRequest,
     Entry,
-    Outcome,
+    EntryResult,
     assign_ids,
     at_entry,
     check_unique_targets,
@@ -21,12 +23,12 @@ from setaccounts.store.bundles import (
     resolve_entries,
     response_bundle,
 )
-from setaccounts.store.meta import Resource
-from setaccounts.store.resources import Change, ResourceStore, VersionConflict, new_id, now
+from setaccounts_api.rest.decisions import Change, new_id
+from setaccounts_api.rest.store import RestStore
 
 
 async def run_transaction(
-    store: ResourceStore,
+    store: RestStore,
     request: BundleRequest,
     base: str,
     *,
@@ -54,15 +56,15 @@ async def run_transaction(
                 409, "transient", f"the transaction was interrupted ({exc}); retry it", retriable=True
             ) from exc
         raise
-    results: list[Outcome] = [(entry.method, changes[entry.index]) for entry in entries]
+    results: list[EntryResult] = [(entry.method, changes[entry.index]) for entry in entries]
     return response_bundle("transaction", results, base, with_resources)
 
 
 async def run_batch(
-    store: ResourceStore, request: BundleRequest, base: str, *, with_resources: bool = False
+    store: RestStore, request: BundleRequest, base: str, *, with_resources: bool = False
 ) -> Resource:
     """Each entry on its own, in order; a failing entry answers its own outcome and the others go on."""
-    results: list[Outcome] = []
+    results: list[EntryResult] = []
     for entry in request.entries:
         if isinstance(entry, FhirError):
             results.append((None, entry))
@@ -74,7 +76,7 @@ async def run_batch(
     return response_bundle("batch", results, base, with_resources)
 
 
-async def _run_one(store: ResourceStore, entry: Entry) -> Change:
+async def _run_one(store: RestStore, entry: Entry) -> Change:
     if entry.method == "POST":
         assert entry.resource is not None
         return await store.create(entry.resource)

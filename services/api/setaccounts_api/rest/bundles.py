@@ -12,16 +12,15 @@ from typing import Any, Literal
 from setaccounts.fhir.outcomes import FhirError, invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 from setaccounts.store.meta import Resource
-from setaccounts.store.resources import (
+from setaccounts_api.rest.decisions import (
     Change,
     decide_create,
     decide_delete,
     decide_read,
     decide_update,
-    etag,
     new_id,
-    version_of_etag,
 )
+from setaccounts_api.rest.etags import etag, version_of_etag
 
 Kind = Literal["transaction", "batch"]
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -52,7 +51,7 @@ class Entry:
         return f"{self.resource_type}/{self.resource_id}"
 
 
-Outcome = tuple[Method | None, Change | FhirError]
+EntryResult = tuple[Method | None, Change | FhirError]
 """An entry's method (None when it could not be parsed) and what it came to."""
 
 
@@ -307,7 +306,7 @@ def response_entry(result: Change | FhirError, base: str, with_resource: bool) -
     return entry
 
 
-def response_bundle(kind: Kind, results: list[Outcome], base: str, with_resources: bool) -> Resource:
+def response_bundle(kind: Kind, results: list[EntryResult], base: str, with_resources: bool) -> Resource:
     """The `transaction-response` / `batch-response` in request order; reads always carry the resource."""
     return {
         "resourceType": "Bundle",

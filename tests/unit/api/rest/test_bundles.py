@@ -11,7 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from setaccounts.fhir.outcomes import FhirError
-from setaccounts.store.bundles import (
+from setaccounts.store.meta import prepare_write, tombstone
+from setaccounts_api.fhir_body import check_resource
+from setaccounts_api.rest.bundles import (
     Entry,
     assign_ids,
     check_unique_targets,
@@ -24,8 +26,6 @@ from setaccounts.store.bundles import (
     response_bundle,
     rewrite_references,
 )
-from setaccounts.store.meta import prepare_write, tombstone
-from setaccounts_api.fhir_body import check_resource
 
 AT = datetime(2024, 5, 1, tzinfo=UTC)
 BASE = "http://h/fhir/R4"

@@ -1,0 +1,110 @@
+"""Pure decisions: what an interaction answers and writes, given what is stored.
+
+Each interaction is decided by a function (`decide_*`) that returns a `Change`; the store only reads what
+the decision needs and applies its writes. Bundles use the same decisions, so a transaction entry and a
+plain REST call behave alike.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from pymongo import InsertOne, ReplaceOne
+
+from setaccounts.fhir.outcomes import FhirError, not_found
+from setaccounts.store.meta import Document, Resource, Write, prepare_write, tombstone
+
+WriteOp = InsertOne[Document] | ReplaceOne[Document]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def gone(ref: str) -> FhirError:
+    return FhirError(410, "deleted", f"{ref} was deleted")
+
+
+def precondition_failed(ref: str, expected: int, current: int | None) -> FhirError:
+    actual = "it does not exist" if current is None else f'the current version is W/"{current}"'
+    return FhirError(412, "conflict", f'If-Match W/"{expected}" failed for {ref}: {actual}')
+
+
+def conflict(ref: str) -> FhirError:
+    return FhirError(409, "conflict", f"{ref} was changed concurrently; retry the request", retriable=True)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One interaction's outcome: the HTTP status, the document current after it and whether to store it.
+
+    `previous` is what was read (None when nothing was stored); the write is applied only if it is unchanged.
+    """
+
+    status: int
+    document: Document
+    previous: Document | None
+    write: bool
+
+    @property
+    def ref(self) -> str:
+        ref: str = self.document["_id"]
+        return ref
+
+    def op(self) -> WriteOp | None:
+        """The bulk-write operation, guarded by the version that was read."""
+        if not self.write:
+            return None
+        if self.previous is None:
+            return InsertOne(self.document)
+        return ReplaceOne({"_id": self.ref, "version": self.previous["version"]}, self.document)
+
+
+def _check_if_match(ref: str, previous: Document | None, if_match: int | None) -> None:
+    if if_match is None:
+        return
+    current = previous["version"] if previous is not None else None
+    if current != if_match:
+        raise precondition_failed(ref, if_match, current)
+
+
+def decide_create(resource: Resource, at: datetime, resource_id: str | None = None) -> Change:
+    """A new resource under a server-assigned id (any id in the body is ignored, as FHIR create says)."""
+    rest = {key: value for key, value in resource.items() if key not in ("resourceType", "id")}
+    body = {"resourceType": resource["resourceType"], "id": resource_id or new_id(), **rest}
+    write = prepare_write(body, None, at)
+    return Change(201, write.document, None, write=True)
+
+
+def decide_update(
+    resource: Resource, previous: Document | None, at: datetime, if_match: int | None = None
+) -> Change:
+    """Update, or create-on-update (201) when nothing live is stored; a no-op keeps the version (200)."""
+    ref = f"{resource['resourceType']}/{resource['id']}"
+    _check_if_match(ref, previous, if_match)
+    write: Write = prepare_write(resource, previous, at)
+    existed = previous is not None and not previous.get("deleted")
+    return Change(200 if existed else 201, write.document, previous, write=write.changed)
+
+
+def decide_delete(ref: str, previous: Document | None, at: datetime, if_match: int | None = None) -> Change:
+    """Tombstone a live resource; deleting a deleted one changes nothing; a never-stored one is 404."""
+    if previous is None:
+        raise not_found(ref)
+    _check_if_match(ref, previous, if_match)
+    if previous.get("deleted"):
+        return Change(204, previous, previous, write=False)
+    return Change(204, tombstone(previous, at), previous, write=True)
+
+
+def decide_read(ref: str, stored: Document | None, version: int | None = None) -> Change:
+    """Serve the current version (404 if never stored, 410 if deleted); only the current version is kept."""
+    if stored is None:
+        raise not_found(ref)
+    if version is not None and version != stored["version"]:
+        raise FhirError(404, "not-found", f"version {version} of {ref} is not kept (only the current one is)")
+    if stored.get("deleted"):
+        raise gone(ref)
+    return Change(200, stored, stored, write=False)

@@ -1,0 +1,84 @@
+"""The REST interactions against the `resources` collection: read, decide (`decisions.py`), then write
+with optimistic concurrency on the stored version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pymongo import ReplaceOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from setaccounts.store.meta import Document, Resource
+from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionConflict, now
+from setaccounts_api.rest.decisions import (
+    Change,
+    conflict,
+    decide_create,
+    decide_delete,
+    decide_read,
+    decide_update,
+)
+
+
+class RestStore(ResourceStore):
+    """The shared reads, plus create / read / update / delete as the REST API and Bundles perform them."""
+
+    async def apply(self, changes: Sequence[Change], session: AsyncClientSession | None = None) -> None:
+        """All writes of `changes` in one bulk write; VersionConflict if a guard (version, new id) failed."""
+        ops = [op for op in (change.op() for change in changes) if op is not None]
+        if not ops:
+            return
+        replaces = sum(isinstance(op, ReplaceOne) for op in ops)
+        try:
+            result = await self.collection.bulk_write(ops, ordered=False, session=session)
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            raise VersionConflict(_first_ref(changes)) from exc
+        if result.matched_count < replaces:
+            raise VersionConflict(_first_ref(changes))
+
+    async def create(self, resource: Resource, session: AsyncClientSession | None = None) -> Change:
+        change = decide_create(resource, now())
+        await self.apply([change], session)
+        return change
+
+    async def read(
+        self, ref: str, version: int | None = None, session: AsyncClientSession | None = None
+    ) -> Change:
+        return decide_read(ref, await self.get(ref, session), version)
+
+    async def update(
+        self, resource: Resource, if_match: int | None = None, session: AsyncClientSession | None = None
+    ) -> Change:
+        """Update or create-on-update; with If-Match, a version that moved meanwhile is a 412."""
+        ref = f"{resource['resourceType']}/{resource['id']}"
+        return await self._decide_and_apply(
+            ref, lambda stored: decide_update(resource, stored, now(), if_match), session
+        )
+
+    async def delete(
+        self, ref: str, if_match: int | None = None, session: AsyncClientSession | None = None
+    ) -> Change:
+        return await self._decide_and_apply(
+            ref, lambda stored: decide_delete(ref, stored, now(), if_match), session
+        )
+
+    async def _decide_and_apply(
+        self, ref: str, decide: Callable[[Document | None], Change], session: AsyncClientSession | None
+    ) -> Change:
+        """Read, decide, write; a concurrent write makes it read again (not inside a transaction, which a
+        failed write has aborted: there the conflict goes to the caller)."""
+        attempts = 1 if session is not None and session.in_transaction else CONFLICT_ROUNDS
+        for _ in range(attempts):
+            change = decide(await self.get(ref, session))
+            try:
+                await self.apply([change], session)
+            except VersionConflict:
+                continue
+            return change
+        raise conflict(ref)
+
+
+def _first_ref(changes: Sequence[Change]) -> str:
+    refs = [change.ref for change in changes if change.write]
+    return refs[0] if len(refs) == 1 else f"{len(refs)} resources"
