@@ -38,11 +38,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from report import PipelineResult, Row, breakdown_table, generated_block, mib, results_table, write_report
 
 from setaccounts.events import SetAccountsCommand
-from setaccounts.kafka import create_topics, make_producer, publish
+from setaccounts.kafka import make_producer, publish
 from setaccounts.mongo import ensure_indexes
 from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.store.meta import Document, prepare_write, with_accounts
+from setaccounts.topics import create_topics
 from setaccounts_dev.engines import Engines, engines
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +90,8 @@ def isolated_settings(found: Engines, label: str) -> Settings:
         topic_prefix=f"bench.{run}.",
         group_prefix=f"bench-{run}",
         kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
+        replication_factor=1,
+        min_insync_replicas=1,
     )
 
 

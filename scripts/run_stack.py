@@ -14,8 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
+from setaccounts.topics import create_topics
 from setaccounts_dev.engines import EngineError, engines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +82,11 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         say(f"engines ({found.kind}): kafka {found.kafka_bootstrap_servers}, mongodb {found.mongodb_uri}")
-        env = {**os.environ, **found.as_env()}
         os.environ.update(found.as_env())
+        if found.kind != "environment":  # the development engines are a single broker each
+            os.environ.setdefault("SETACCOUNTS_REPLICATION_FACTOR", "1")
+            os.environ.setdefault("SETACCOUNTS_MIN_INSYNC_REPLICAS", "1")
+        env = dict(os.environ)
         settings = Settings()
         created = asyncio.run(create_topics(settings))
         say(f"topics ready ({', '.join(created) or 'already there'})")

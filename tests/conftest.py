@@ -12,8 +12,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
+from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import Engines, engines
 from setaccounts_propagator.bootstrap import ROLES, run
@@ -37,6 +37,8 @@ async def settings(servers: Engines) -> Settings:
         topic_prefix=f"t{run}.",
         group_prefix=f"g{run}",
         partitions=3,
+        replication_factor=1,
+        min_insync_replicas=1,
         sync_wait_seconds=20,
         plan_page_size=200,
         apply_batch_size=500,

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 
 from setaccounts.events import Event, encode, headers_for
 from setaccounts.settings import Settings
@@ -51,26 +50,6 @@ def make_consumer(
         rebalance_timeout_ms=30_000,
         max_poll_interval_ms=max_poll_interval_ms,
     )
-
-
-async def create_topics(settings: Settings, names: Sequence[str] | None = None) -> list[str]:
-    """Create missing topics with the configured partition count; returns the ones it created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [n for n in (names or settings.topics.all()) if n not in existing]
-        if not wanted:
-            return []
-        response = await admin.create_topics(
-            [NewTopic(n, num_partitions=settings.partitions, replication_factor=1) for n in wanted]
-        )
-        for name, code, *_ in response.topic_errors:
-            if code not in (0, TopicAlreadyExistsError.errno):
-                raise KafkaError(f"creating topic {name} failed with error code {code}")
-        return wanted
-    finally:
-        await admin.close()
 
 
 async def dead_letter(

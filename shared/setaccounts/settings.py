@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from setaccounts.events.channels import CHANNELS, COMMANDS, DEADLETTER, RESULTS, UPDATES, Channel
+
+DAY_MS = 24 * 60 * 60 * 1000
 
 
 class Topics:
@@ -51,6 +53,16 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", description="Prefix for every topic name (isolates test runs).")
     group_prefix: str = Field("setaccounts", description="Prefix for the consumer group ids.")
     partitions: int = Field(6, ge=1, le=1000, description="Partitions per topic when topics are created.")
+    replication_factor: int = Field(
+        3, ge=1, description="Replicas per topic when topics are created (1 for a single broker)."
+    )
+    min_insync_replicas: int = Field(
+        2, ge=1, description="Replicas that must have a write before it is acknowledged (acks=all)."
+    )
+    retention_ms_commands: int = Field(-1, ge=-1, description="Commands topic retention; -1 keeps forever.")
+    retention_ms_results: int = Field(-1, ge=-1, description="Results topic retention; -1 keeps forever.")
+    retention_ms_updates: int = Field(7 * DAY_MS, ge=-1, description="Updates topic retention.")
+    retention_ms_deadletter: int = Field(30 * DAY_MS, ge=-1, description="Dead-letter topic retention.")
     base_url: str = Field("", description="Public base URL of the API; empty = taken from the request.")
     sync_wait_seconds: float = Field(30.0, ge=0, description="How long a call without respond-async waits.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
@@ -79,6 +91,15 @@ class Settings(BaseSettings):
         if not value.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError(f"expected a mongodb:// or mongodb+srv:// URI, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                f"({self.replication_factor}): no write could ever be acknowledged"
+            )
+        return self
 
     @cached_property
     def topics(self) -> Topics:

@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from setaccounts.kafka import create_topics
 from setaccounts.logs import configure_logging
 from setaccounts.metrics import serve as serve_metrics
 from setaccounts.settings import Settings
+from setaccounts.topics import create_topics
 from setaccounts_propagator.bootstrap import ROLES, run
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)

@@ -17,9 +17,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import COMMANDS, RESULTS, UPDATES, Channel
 from setaccounts.failures import is_outage
-from setaccounts.kafka import create_topics, make_consumer, make_producer
+from setaccounts.kafka import make_consumer, make_producer
 from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
+from setaccounts.topics import create_topics
 from setaccounts_propagator.aggregator import Aggregator
 from setaccounts_propagator.applier import Applier
 from setaccounts_propagator.consumer import ConsumerLoop
