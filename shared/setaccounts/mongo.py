@@ -10,7 +10,15 @@ from setaccounts.store.meta import Document
 
 
 def make_client(settings: Settings) -> AsyncMongoClient[Document]:
-    return AsyncMongoClient(settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    """A client whose writes are acknowledged only once journaled on a majority: what the services
+    acknowledge (and the Kafka offsets they commit after it) survives a crash of the store."""
+    return AsyncMongoClient(
+        settings.mongodb_uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=5000,
+        w="majority",
+        journal=True,
+    )
 
 
 async def ensure_indexes(db: AsyncDatabase[Document]) -> None:

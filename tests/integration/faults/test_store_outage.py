@@ -34,7 +34,7 @@ class Store:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.proc, self.uri = start_secantus(workdir, durable=True)
+        self.proc, self.uri = start_secantus(workdir)
         self.port = int(self.uri.split(":")[2].split("/")[0])
 
     def kill(self) -> None:
@@ -42,7 +42,7 @@ class Store:
         self.proc.process.wait(10)
 
     def restart(self) -> None:
-        self.proc, _ = start_secantus(self.workdir, self.port, durable=True)
+        self.proc, _ = start_secantus(self.workdir, self.port)
 
 
 @pytest.fixture
