@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -20,27 +16,13 @@ from setaccounts.events import RESULTS, CommandFinished, SetAccountsCommand
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from tests.helpers.jobs import wait_job
+from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import Seed, patient_with_members
 from tests.helpers.roles import roles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MEMBERS = 5000
-
-
-@contextmanager
-def propagator_process(settings: Settings, *role: str) -> Iterator[subprocess.Popen[bytes]]:
-    argv = [sys.executable, "-m", "setaccounts_propagator", "run"]
-    for name in role or ("all",):
-        argv += ["--role", name]
-    env = {**os.environ, **settings.to_env(), "SETACCOUNTS_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(argv, env=env, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
 
 
 async def wait_for(

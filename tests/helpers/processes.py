@@ -1,0 +1,73 @@
+"""The services as real processes, for tests that kill them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from setaccounts.settings import Settings
+from setaccounts_dev.engines import free_port
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, **settings.to_env(), "SETACCOUNTS_LOG_LEVEL": "WARNING"}
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def kill_9(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+@contextmanager
+def propagator_process(settings: Settings, *role: str) -> Iterator[subprocess.Popen[bytes]]:
+    argv = [sys.executable, "-m", "setaccounts_propagator", "run"]
+    for name in role or ("all",):
+        argv += ["--role", name]
+    proc = subprocess.Popen(argv, env=_env(settings), start_new_session=True)
+    try:
+        yield proc
+    finally:
+        _stop(proc)
+
+
+@contextmanager
+def api_process(settings: Settings, timeout: float = 60) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The API under uvicorn on a free loopback port; yields the process and its FHIR base URL."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "setaccounts_api.app:create_app",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(argv, env=_env(settings), start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "the API exited during start-up"
+            assert time.monotonic() < deadline, f"the API was not ready within {timeout}s"
+            time.sleep(0.2)
+        yield proc, f"http://127.0.0.1:{port}/fhir/R4"
+    finally:
+        _stop(proc)
