@@ -4,9 +4,11 @@ version per member. Done to a real SecantusDB process of the test's own (kill -9
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,15 @@ from tests.helpers.roles import roles
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MEMBERS = 1500
 OUTAGE_SECONDS = 35  # outlasts the old loop: every retry of a batch, then of its first record alone
+PAUSE_SECONDS = 30
+
+
+async def fault_while(fault: Awaitable[None], action: Awaitable[None]) -> None:
+    """Start the fault, then act while it lasts."""
+    running = asyncio.ensure_future(fault)
+    await asyncio.sleep(0.5)
+    await action
+    await running
 
 
 class Store:
@@ -43,6 +54,12 @@ class Store:
 
     def restart(self) -> None:
         self.proc, _ = start_secantus(self.workdir, self.port)
+
+    def pause(self) -> None:
+        os.kill(self.proc.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.process.pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -82,8 +99,27 @@ async def wait_final(db: Any, command_id: str, timeout: float = 240) -> dict[str
         await asyncio.sleep(0.2)
 
 
-async def test_store_killed_and_restarted_mid_apply_loses_nothing(
-    on_store: tuple[Settings, Any], store: Store
+async def kill_and_restart(store: Store) -> None:
+    store.kill()
+    await asyncio.sleep(OUTAGE_SECONDS)
+    await asyncio.to_thread(store.restart)
+
+
+async def pause_and_resume(store: Store) -> None:
+    store.pause()
+    try:
+        await asyncio.sleep(PAUSE_SECONDS)
+    finally:
+        store.resume()
+
+
+@pytest.mark.parametrize(
+    ("wait_for", "fault"),
+    [("marked", kill_and_restart), ("marked", pause_and_resume), ("planning", kill_and_restart)],
+    ids=["killed-mid-apply", "paused-mid-apply", "killed-while-planning"],
+)
+async def test_a_store_outage_mid_job_loses_nothing(
+    on_store: tuple[Settings, Any], store: Store, wait_for: str, fault: Callable[[Store], Awaitable[None]]
 ) -> None:
     settings, db = on_store
     await store_resources(db, *patient_with_members("p1", MEMBERS))
@@ -91,11 +127,12 @@ async def test_store_killed_and_restarted_mid_apply_loses_nothing(
         command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/a"], propagate=True
     )
     async with roles(settings, "planner", "applier", "aggregator"):
-        await send_command(settings, command)
-        await wait_marked(db, command.command_id, 200)
-        store.kill()
-        await asyncio.sleep(OUTAGE_SECONDS)
-        await asyncio.to_thread(store.restart)
+        if wait_for == "planning":  # the store is gone before the planner takes the command
+            await fault_while(fault(store), send_command(settings, command))
+        else:
+            await send_command(settings, command)
+            await wait_marked(db, command.command_id, 200)
+            await fault(store)
         job = await wait_final(db, command.command_id)
 
     assert job["status"] == "completed"
