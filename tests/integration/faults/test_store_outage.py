@@ -22,6 +22,7 @@ from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import start_secantus
 from tests.helpers.parameters import parameters
+from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources
 from tests.helpers.roles import roles
@@ -75,7 +76,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 async def on_store(settings: Settings, store: Store) -> AsyncIterator[tuple[Settings, Any]]:
     """The test's settings pointed at its own store, and a database handle there."""
     moved = settings.model_copy(update={"mongodb_uri": store.uri})
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, tz_aware=True)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, tz_aware=True, journal=True)
     try:
         yield moved, client[moved.mongodb_database]
     finally:
@@ -172,3 +173,21 @@ async def test_api_answers_503_while_the_store_is_down_and_publishes_nothing(
         assert leak not in text
     assert elapsed < 30
     assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.commands) == []
+
+
+async def test_the_propagator_waits_for_a_store_that_is_down_at_start(
+    on_store: tuple[Settings, Any], store: Store
+) -> None:
+    settings, db = on_store
+    await store_resources(db, *patient_with_members("p3", 20))
+    store.kill()
+    with propagator_process(settings) as proc:
+        await asyncio.sleep(12)  # more than the driver's server selection time-out, twice
+        assert proc.poll() is None, "the propagator gave up on a store that is only down"
+        await asyncio.to_thread(store.restart)
+        command = SetAccountsCommand(
+            command_id=str(uuid.uuid4()), target="Patient/p3", accounts=["Organization/a"], propagate=True
+        )
+        await send_command(settings, command)
+        job = await wait_final(db, command.command_id, timeout=120)
+    assert (job["status"], job["resources_updated"]) == ("completed", 21)
