@@ -18,6 +18,7 @@ from pymongo import AsyncMongoClient
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import read_topic
+from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import start_secantus
@@ -191,3 +192,25 @@ async def test_the_propagator_waits_for_a_store_that_is_down_at_start(
         await send_command(settings, command)
         job = await wait_final(db, command.command_id, timeout=120)
     assert (job["status"], job["resources_updated"]) == ("completed", 21)
+
+
+async def test_what_the_services_write_survives_a_kill_9_of_the_store(
+    on_store: tuple[Settings, Any], store: Store
+) -> None:
+    settings, _db = on_store
+    client = make_client(settings)
+    try:
+        jobs = client[settings.mongodb_database].jobs
+        await jobs.insert_many([{"_id": f"job-{i}", "status": "accepted"} for i in range(200)])
+        await jobs.update_one({"_id": "job-7"}, {"$set": {"status": "planning"}})
+        store.kill()
+    finally:
+        await client.close()
+    await asyncio.to_thread(store.restart)
+    client = make_client(settings)
+    try:
+        jobs = client[settings.mongodb_database].jobs
+        assert await jobs.count_documents({}) == 200
+        assert (await jobs.find_one({"_id": "job-7"}) or {}).get("status") == "planning"
+    finally:
+        await client.close()
