@@ -30,6 +30,7 @@ from setaccounts_propagator.role import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+COMMIT_TIMEOUT_SECONDS = 30
 
 
 @dataclass
@@ -174,10 +175,11 @@ class ConsumerLoop:
         )
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit, or skip: an uncommitted batch is redelivered, and handlers are idempotent. Bounded in
+        time, since the client retries some errors (a topic gone from a restarted broker) without end."""
         try:
-            await self.consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # Partitions moved during the batch: the new owner redelivers, and handlers are idempotent.
+            await asyncio.wait_for(self.consumer.commit(offsets), COMMIT_TIMEOUT_SECONDS)
+        except (CommitFailedError, IllegalStateError, KafkaError, TimeoutError) as exc:
             log.warning("commit skipped", role=self.role, error=repr(exc))
 
 
