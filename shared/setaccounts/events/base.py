@@ -7,15 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from setaccounts.failures import PermanentFailure
+from setaccounts.fhir.references import RESOURCE_TYPES
 
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9\-\._:]{1,128}$"
 REFERENCE_PATTERN = r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-\.]{1,64}$"
 
 
 def _known_type(value: str) -> str:
-    from setaccounts.fhir.references import RESOURCE_TYPES
-
-    if value.split("/", 1)[0] not in RESOURCE_TYPES:
+    if value[: value.index("/")] not in RESOURCE_TYPES:  # the pattern has checked there is a "/"
         raise ValueError(f"unknown resource type in reference {value!r}")
     return value
 
