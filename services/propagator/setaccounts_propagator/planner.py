@@ -130,7 +130,11 @@ class Planner(RoleHandler):
                 {"members_of": command.target, "_id": {"$ne": command.target}}
             )
         await self.jobs.collection.update_one(
-            {"_id": command.command_id, "target_seq": {"$exists": False}},
+            {
+                "_id": command.command_id,
+                "target_seq": {"$exists": False},
+                "status": {"$nin": [s.value for s in TERMINAL]},  # cancelled meanwhile: stays cancelled
+            },
             {
                 "$set": {
                     "target_seq": seq,
@@ -141,7 +145,10 @@ class Planner(RoleHandler):
                 }
             },
         )
-        return await self.jobs.get(command.command_id)
+        prepared = await self.jobs.get(command.command_id)
+        if prepared is None or prepared["status"] in TERMINAL:
+            return None  # cancelled before planning: the aggregator answers for it
+        return prepared
 
     async def _write_target(self, command: SetAccountsCommand, job: dict[str, Any]) -> bool:
         for _attempt in range(10):
