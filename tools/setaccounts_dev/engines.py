@@ -67,7 +67,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: the engine is killed if the process that started it dies, even by SIGKILL (no orphans)."""
     with contextlib.suppress(Exception):
         import ctypes
@@ -89,7 +89,7 @@ class EmbeddedProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     def alive(self) -> bool:
@@ -451,27 +451,32 @@ def _in_own_loop(coroutine_function: Any, *args: Any) -> Any:
         return pool.submit(asyncio.run, coroutine_function(*args)).result()
 
 
-async def _kafka_brokers(bootstrap: str) -> int:
+async def _kafka_serves_groups(bootstrap: str) -> bool:
+    """A broker is listed and the group coordinator answers (the first ask creates `__consumer_offsets`,
+    so consumers do not start with coordinator errors)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     try:
         await admin.start()
-        return len((await admin.describe_cluster())["brokers"])
+        if not (await admin.describe_cluster())["brokers"]:
+            return False
+        await admin.find_coordinator("setaccounts-engine-ready")
+        return True
     except Exception:
-        return 0
+        return False
     finally:
         await admin.close()
 
 
 def wait_kafka_ready(bootstrap: str, proc: EmbeddedProcess | None = None, timeout: float = 60) -> None:
-    """Until a metadata request lists a broker (the port opens before the broker has joined its quorum)."""
+    """Until the broker serves metadata and consumer groups (its port opens before it joins its quorum)."""
     deadline = time.monotonic() + timeout
-    while _in_own_loop(_kafka_brokers, bootstrap) == 0:
+    while not _in_own_loop(_kafka_serves_groups, bootstrap):
         if proc is not None and not proc.alive():
             raise EngineError(f"Kafka exited during start-up. Log {proc.log_path}:\n{proc.log_tail()}")
         if time.monotonic() > deadline:
-            raise EngineError(f"Kafka at {bootstrap} did not answer a metadata request within {timeout:.0f}s")
+            raise EngineError(f"Kafka at {bootstrap} did not serve metadata and groups within {timeout:.0f}s")
         time.sleep(0.2)
 
 
