@@ -411,19 +411,16 @@ def _write_kafka_config(data_dir: Path, port: int, controller_port: int) -> Path
     return path
 
 
-def _java_argv(data_dir: Path, classpath: str, main: str, *args: str) -> list[str]:
+def _java_argv(data_dir: Path, main: str, *args: str) -> list[str]:
     java = shutil.which("java")
     if java is None:
         raise EngineError("The embedded Apache Kafka needs `java` (17 or newer) on PATH.")
-    return [
-        java,
-        *_JVM_OPTIONS,
-        f"-Dlog4j2.configurationFile={data_dir / 'log4j2.properties'}",
-        "-cp",
-        classpath,
-        main,
-        *args,
-    ]
+    return [java, *_JVM_OPTIONS, f"-Dlog4j2.configurationFile={data_dir / 'log4j2.properties'}", main, *args]
+
+
+def _java_env(classpath: str) -> dict[str, str]:
+    """The classpath goes in the environment: `ps` stays readable."""
+    return {**os.environ, "CLASSPATH": classpath}
 
 
 def _format_kafka_storage(data_dir: Path, config: Path, classpath: str) -> None:
@@ -431,11 +428,18 @@ def _format_kafka_storage(data_dir: Path, config: Path, classpath: str) -> None:
     if (data_dir / "kafka-logs" / "meta.properties").is_file():
         return
     argv = _java_argv(
-        data_dir, classpath, "kafka.tools.StorageTool", "format", "--cluster-id", _kafka_cluster_id()
+        data_dir,
+        "kafka.tools.StorageTool",
+        "format",
+        "--cluster-id",
+        _kafka_cluster_id(),
+        "--config",
+        str(config),
     )
-    argv += ["--config", str(config)]
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            argv, env=_java_env(classpath), capture_output=True, text=True, timeout=120, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise EngineError(f"formatting the Kafka storage in {data_dir} took over 120 s") from exc
     if done.returncode != 0:
@@ -499,8 +503,8 @@ def start_apache_kafka(data_dir: Path, port: int | None = None) -> tuple[Embedde
         controller = controller or free_port()
         config = _write_kafka_config(data_dir, chosen, controller)
         _format_kafka_storage(data_dir, config, classpath)
-        argv = _java_argv(data_dir, classpath, "kafka.Kafka", str(config))
-        proc = EmbeddedProcess("kafka", argv, dict(os.environ), data_dir / "kafka.log")
+        argv = _java_argv(data_dir, "kafka.Kafka", str(config))
+        proc = EmbeddedProcess("kafka", argv, _java_env(classpath), data_dir / "kafka.log")
         bootstrap = f"127.0.0.1:{chosen}"
         try:
             proc.wait_port(chosen, timeout=120)
