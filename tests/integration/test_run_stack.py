@@ -133,6 +133,7 @@ def test_sigterm_to_the_whole_group_twice_stops_everything_once(
         stack.kill()
 
 
+@pytest.mark.smoke
 def test_one_ctrl_c_stops_everything(stack_env: tuple[dict[str, str], int], tmp_path: Path) -> None:
     env, port = stack_env
     stack = run_stack(env, port, tmp_path / "run.log", via_make=False)

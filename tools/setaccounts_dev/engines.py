@@ -531,6 +531,14 @@ def embedded_kafka_choice() -> tuple[str, str]:
     return "tansu", reason
 
 
+def tansu_smoke_pass() -> bool:
+    """Whether `make test` follows the whole suite with its smoke tests on Tansu: yes unless the servers come
+    from the environment or the suite's broker was the embedded Tansu already."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("MONGODB_URI"):
+        return False
+    return docker_available() or embedded_kafka_choice()[0] != "tansu"
+
+
 def start_embedded_kafka(workdir: Path) -> tuple[EmbeddedProcess, str, str]:
     """The embedded broker `embedded_kafka_choice()` names, started in `workdir`; with its description."""
     choice, why = embedded_kafka_choice()

@@ -38,6 +38,7 @@ def only_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *tools: str) -
     monkeypatch.setenv("PATH", str(bin_dir))
 
 
+@pytest.mark.smoke
 def test_without_java_the_embedded_broker_is_tansu_and_forcing_apache_says_why(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -52,6 +53,7 @@ def test_without_java_the_embedded_broker_is_tansu_and_forcing_apache_says_why(
         start_embedded_kafka(tmp_path)
 
 
+@pytest.mark.smoke
 def test_without_maven_or_resolved_jars_apache_kafka_is_unavailable(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -62,6 +64,7 @@ def test_without_maven_or_resolved_jars_apache_kafka_is_unavailable(
     assert "mvn" in (apache_kafka_unavailable() or "")
 
 
+@pytest.mark.smoke
 def test_the_variable_forces_a_broker_and_rejects_other_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(EMBEDDED_KAFKA_VAR, "tansu")
     assert embedded_kafka_choice() == ("tansu", f"{EMBEDDED_KAFKA_VAR}=tansu")

@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.conftest import Seed, outputs, parameters, patient_with_members
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 
 async def test_sync_propagation_updates_target_and_members(
