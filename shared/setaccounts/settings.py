@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     plan_page_size: int = Field(1000, ge=1, description="Members read per planner page (and checkpoint).")
     apply_batch_size: int = Field(1000, ge=1, description="Most updates applied in one bulk write.")
     kafka_session_timeout_ms: int = Field(
-        10_000, ge=1000, description="Consumer session timeout; a group join waits about half of it."
+        10_000,
+        ge=1000,
+        description="Consumer session timeout; a group join waits about half of it. Kafka brokers refuse "
+        "values below their group.min.session.timeout.ms (6 s by default).",
     )
     max_retries: int = Field(5, ge=0, description="Retries of a failing batch before dead-lettering it.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Propagator /metrics port; 0 = off.")

@@ -79,6 +79,7 @@ async def test_malformed_json_is_a_400(api: httpx.AsyncClient, seed: Seed) -> No
     assert "JSON" in response.json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.smoke
 async def test_respond_async_answers_202_then_the_status_url_reports_progress_and_result(
     api: httpx.AsyncClient, propagator: None, seed: Seed
 ) -> None:

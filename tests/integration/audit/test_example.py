@@ -27,6 +27,7 @@ def load_example() -> ModuleType:
     return module
 
 
+@pytest.mark.smoke
 async def test_example_publishes_a_command_and_prints_its_result(
     settings: Settings, propagator: None, seed: Seed, db: AsyncDatabase[dict[str, Any]]
 ) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from setaccounts_dev.engines import EngineError, engines, start_tansu
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 
 def test_servers_from_the_environment_win_and_nothing_is_started(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
-from setaccounts_dev.engines import start_secantus, start_tansu
+from setaccounts_dev.engines import start_embedded_kafka, start_secantus
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 
 async def ready(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
@@ -21,7 +21,7 @@ async def ready(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
 
 
 async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path) -> None:
-    kafka, bootstrap = await asyncio.to_thread(start_tansu, tmp_path)
+    kafka, bootstrap, _ = await asyncio.to_thread(start_embedded_kafka, tmp_path)  # the broker in use
     mongo, uri = await asyncio.to_thread(start_secantus, tmp_path)
     try:
         app = create_app(

@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.kafka import make_consumer, make_producer
 from setaccounts.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 
 async def test_produce_then_consume_with_committed_offsets(settings: Settings) -> None:

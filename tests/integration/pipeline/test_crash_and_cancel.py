@@ -89,6 +89,7 @@ async def test_kill_9_mid_fan_out_then_restart_completes_with_the_true_count(
         await assert_exactly_once(db, cmd.command_id)
 
 
+@pytest.mark.smoke
 async def test_cancel_mid_job_stops_writes_and_reports_cancelled(
     settings: Settings, api: httpx.AsyncClient, db: AsyncDatabase[dict[str, Any]], seed: Seed
 ) -> None:

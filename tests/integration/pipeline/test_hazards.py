@@ -137,6 +137,7 @@ async def test_member_deleted_between_planning_and_applying_is_not_counted(
     assert (await db.resources.find_one({"_id": gone["_id"]}) or {}).get("deleted") is True
 
 
+@pytest.mark.smoke
 async def test_two_commands_in_quick_succession_apply_in_order(
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
 ) -> None:

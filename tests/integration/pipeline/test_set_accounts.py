@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tests.helpers.parameters import outputs, parameters
 from tests.helpers.resources import Seed, patient_with_members
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
 
 async def test_sync_propagation_updates_target_and_members(

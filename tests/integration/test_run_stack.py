@@ -1,0 +1,163 @@
+"""`make run` stops everything exactly once, whatever signal arrives, and leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from setaccounts_dev.engines import Engines, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root` (services and engines run in sessions of their own)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Stack:
+    """`make run` (or the script it runs) in its own process group, with its output in a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.port, self.log = port, log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.children: set[int] = set()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"make run exited early:\n{self.output()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        self.children = descendants(self.process.pid)
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"not ready within {timeout:.0f}s:\n{self.output()}")
+
+    def assert_all_gone(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = {pid for pid in self.children | {self.process.pid} if alive(pid)}
+            if not left and not listening(self.port):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"still running: {sorted(left)}; log:\n{self.output()}")
+
+    def kill(self) -> None:
+        for pid in self.children | {self.process.pid}:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
+    port = free_port()
+    env = {**os.environ, "SETACCOUNTS_PORT": str(port), "SETACCOUNTS_ENGINES": "embedded"}
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI"):
+        env.pop(name, None)  # embedded engines: the test checks they stop too
+    yield env, port
+
+
+def run_stack(env: dict[str, str], port: int, log: Path, via_make: bool) -> Stack:
+    if via_make and shutil.which("make"):
+        venv = Path(sys.prefix)
+        argv = ["make", "--no-print-directory", "-o", str(venv / ".installed"), "run", f"VENV={venv}"]
+    else:
+        argv = [sys.executable, "scripts/run_stack.py"]
+    return Stack(argv, env, port, log)
+
+
+def test_sigterm_to_the_whole_group_twice_stops_everything_once(
+    stack_env: tuple[dict[str, str], int], tmp_path: Path
+) -> None:
+    env, port = stack_env
+    stack = run_stack(env, port, tmp_path / "run.log", via_make=True)
+    try:
+        stack.wait_ready()
+        assert len(stack.children) >= 4, stack.children  # engines, propagator, api
+        os.killpg(stack.process.pid, signal.SIGTERM)  # make forwards it too: the script gets two
+        time.sleep(0.2)
+        os.killpg(stack.process.pid, signal.SIGTERM)
+        stack.process.wait(90)
+        stack.assert_all_gone()
+        assert stack.output().count("[run] stopping") == 1
+        assert "[run] stopped" in stack.output() and "Traceback" not in stack.output()
+    finally:
+        stack.kill()
+
+
+@pytest.mark.smoke
+def test_one_ctrl_c_stops_everything(stack_env: tuple[dict[str, str], int], tmp_path: Path) -> None:
+    env, port = stack_env
+    stack = run_stack(env, port, tmp_path / "run.log", via_make=False)
+    try:
+        stack.wait_ready()
+        os.killpg(stack.process.pid, signal.SIGINT)  # what a terminal sends to its foreground group
+        assert stack.process.wait(90) == 0
+        stack.assert_all_gone()
+        assert "[run] stopped" in stack.output() and "Traceback" not in stack.output()
+    finally:
+        stack.kill()
+
+
+def test_nothing_outlives_a_killed_runner(
+    stack_env: tuple[dict[str, str], int], tmp_path: Path, servers: Engines
+) -> None:
+    env, port = stack_env
+    env.update(servers.as_env())  # only the services matter here: reuse the session's engines
+    stack = run_stack(env, port, tmp_path / "run.log", via_make=False)
+    try:
+        stack.wait_ready()
+        assert len(stack.children) >= 2, stack.children  # propagator, api
+        stack.process.kill()  # no clean-up at all: the kernel must take the children down
+        stack.process.wait(10)
+        stack.assert_all_gone(timeout=20)
+    finally:
+        stack.kill()
