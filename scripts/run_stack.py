@@ -16,6 +16,7 @@ from pathlib import Path
 
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
+from setaccounts_dev.devkeys import dev_auth_env
 from setaccounts_dev.engines import EngineError, engines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +84,9 @@ def main() -> None:
     try:
         say(f"engines ({found.kind}): kafka {found.kafka_bootstrap_servers}, mongodb {found.mongodb_uri}")
         env = {**os.environ, **found.as_env()}
+        if not any(name.startswith("SETACCOUNTS_AUTH_") for name in os.environ):
+            env.update(dev_auth_env(workdir))  # trust this checkout's key: `setaccounts token` signs with it
+            say("API trusts the development key in .run/: get a token with `.venv/bin/setaccounts token`")
         os.environ.update(found.as_env())
         settings = Settings()
         created = asyncio.run(create_topics(settings))
@@ -105,6 +109,7 @@ def main() -> None:
                     str(PORT),
                     "--log-level",
                     "warning",
+                    "--no-server-header",
                 ],
                 env,
             )
