@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from setaccounts_dev.devkeys import claims_for, load_dev_key
+from setaccounts_dev.devkeys import JWKS_FILE, claims_for, ensure_dev_key, load_dev_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,6 +17,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 @app.callback()
 def main() -> None:
     """Developer commands for the local stack (`make run`)."""
+
+
+@app.command("dev-key")
+def dev_key(
+    key_dir: Annotated[
+        Path, typer.Option("--key-dir", envvar="SETACCOUNTS_DEV_DIR", help="Where to keep the key.")
+    ] = ROOT / ".run",
+) -> None:
+    """Create the checkout's development key (`make run` does it too) and print where its JWKS is."""
+    key = ensure_dev_key(key_dir)
+    typer.echo(f"{key_dir / JWKS_FILE} (kid {key.kid})")
 
 
 @app.command()
