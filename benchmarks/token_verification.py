@@ -23,7 +23,7 @@ from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_api.security import authenticate
-from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, claims_for, ensure_dev_key
+from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
 from setaccounts_dev.engines import engines
 
 
@@ -53,7 +53,7 @@ async def main(requests: int) -> None:
             topic_prefix=f"bench{run}.",
             auth_issuer=DEV_ISSUER,
             auth_audience=DEV_AUDIENCE,
-            auth_jwks_file=str(Path(keys) / "dev-jwks.json"),
+            auth_jwks_file=str(Path(keys) / JWKS_FILE),
             trusted_hosts="bench",
         )
         await create_topics(settings)
