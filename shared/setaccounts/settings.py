@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from setaccounts.events.channels import CHANNELS, COMMANDS, DEADLETTER, RESULTS, UPDATES, Channel
@@ -47,6 +47,17 @@ class Settings(BaseSettings):
             description="MongoDB connection string.",
         ),
     ] = "mongodb://127.0.0.1:27017/?directConnection=true"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (never logged).")
+    kafka_ssl_cafile: str = Field("", description="CA bundle that signs the brokers' certificates.")
+    kafka_ssl_certfile: str = Field("", description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: str = Field("", description="Client certificate's private key (mutual TLS).")
     mongodb_database: str = Field("fhir", description="Database holding resources and jobs.")
     topic_prefix: str = Field("", description="Prefix for every topic name (isolates test runs).")
     group_prefix: str = Field("setaccounts", description="Prefix for the consumer group ids.")
@@ -122,6 +133,18 @@ class Settings(BaseSettings):
             raise ValueError(f"expected asymmetric JWS algorithms from {sorted(allowed)}, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(
+                f"Kafka security protocol {self.kafka_security_protocol} needs "
+                "SETACCOUNTS_KAFKA_SASL_USERNAME and SETACCOUNTS_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("SETACCOUNTS_KAFKA_SSL_CERTFILE and SETACCOUNTS_KAFKA_SSL_KEYFILE go together")
+        return self
+
     def auth_problems(self) -> list[str]:
         """What keeps the API from verifying tokens: it refuses to start while this is not empty."""
         problems = []
@@ -146,6 +169,8 @@ class Settings(BaseSettings):
         """These settings as the environment variables that rebuild them (for child processes)."""
         env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "MONGODB_URI": self.mongodb_uri}
         for name, value in self.model_dump(exclude={"kafka_bootstrap_servers", "mongodb_uri"}).items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             env[f"SETACCOUNTS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 
