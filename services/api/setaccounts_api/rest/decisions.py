@@ -106,6 +106,8 @@ def decide_update(
     """Update, or create-on-update (201) when nothing live is stored; a no-op keeps the version (200)."""
     ref = f"{resource['resourceType']}/{resource['id']}"
     access.allow(Interaction.UPDATE, resource["resourceType"])
+    if previous is None or previous.get("deleted"):  # create-on-update creates: it needs that scope too
+        access.allow(Interaction.CREATE, resource["resourceType"])
     access.check_visible(ref, previous)
     _check_if_match(ref, previous, if_match)
     write: Write = prepare_write(access.shape(resource, previous, state), previous, at)

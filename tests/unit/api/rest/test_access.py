@@ -67,6 +67,9 @@ def test_scopes_decide_interactions_with_403() -> None:
     assert decide_read("Observation/o1", stored(obs(A)), access=reader).status == 200
     assert status_of(lambda: decide_create(obs(A), AT, access=reader)) == 403
     assert status_of(lambda: decide_read("Patient/p1", None, access=reader)) == 403
+    updater = scoped(A, grants=Grants.parse("user/Observation.u"))
+    assert decide_update(obs(A), stored(obs(A)), AT, access=updater).status == 200
+    assert status_of(lambda: decide_update(obs(A), None, AT, access=updater)) == 403  # would create
 
 
 def test_a_created_resource_gets_the_tokens_accounts() -> None:
