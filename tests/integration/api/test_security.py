@@ -148,3 +148,35 @@ async def test_the_rate_limit_answers_429_with_retry_after(settings: Settings, i
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert int(answers[2].headers["Retry-After"]) >= 1
     assert answers[2].json()["issue"][0]["code"] == "throttled"
+
+
+async def test_unreachable_keys_are_a_503_that_names_no_host(settings: Settings, issuer: Issuer) -> None:
+    with Issuer().serving() as gone:
+        dead = gone.url
+    moved = settings.model_copy(update={"auth_issuer": dead})
+    async with api_with(moved, issuer.token("alice", admin=True, issuer=dead)) as api:
+        response = await api.get("/Patient")
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"].isdigit()
+    assert dead.split("//")[1] not in response.text and "127.0.0.1" not in response.text
+
+
+async def test_an_unexpected_error_names_nothing_internal(
+    settings: Settings, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("driver said: members_of index on mongo-0.internal:27017 is corrupt")
+
+    monkeypatch.setattr("setaccounts_api.rest.store.RestStore.read", broken)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver/fhir/R4", headers=bearer(issuer.admin_token())
+        ) as api:
+            response = await api.get("/Patient/p1")
+    assert response.status_code == 500
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "exception"
+    for leak in ("RuntimeError", "members_of", "mongo-0", "27017", "Traceback", "driver"):
+        assert leak not in response.text
