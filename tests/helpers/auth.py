@@ -60,7 +60,13 @@ class Issuer:
 
     def _documents(self) -> dict[str, Any]:
         return {
-            "/.well-known/openid-configuration": {"issuer": self.url, "jwks_uri": f"{self.url}/jwks"},
+            "/.well-known/openid-configuration": {
+                "issuer": self.url,
+                "jwks_uri": f"{self.url}/jwks",
+                "authorization_endpoint": f"{self.url}/authorize",
+                "token_endpoint": f"{self.url}/token",
+                "grant_types_supported": ["authorization_code", "client_credentials"],
+            },
             "/jwks": self.key.jwks(),
         }
 

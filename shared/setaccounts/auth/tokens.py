@@ -60,6 +60,7 @@ class KeySet:
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at = -float("inf")
         self._jwks_uri = settings.auth_jwks_url or None
+        self._discovery: dict[str, Any] | None = None
         self._lock = asyncio.Lock()
         if settings.auth_jwks_file:  # a file is read at start: a bad one stops the process
             self._keys = self._read_file()
@@ -87,13 +88,23 @@ class KeySet:
         if self.settings.auth_jwks_file:
             return await asyncio.to_thread(self._read_file)
         if self._jwks_uri is None:
-            issuer = self.settings.auth_issuer.rstrip("/")
-            discovery = await self._get_json(issuer + DISCOVERY_PATH)
-            uri = discovery.get("jwks_uri") if isinstance(discovery, dict) else None
+            uri = (await self.discovery()).get("jwks_uri")
             if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
-                raise KeysUnavailable(f"the discovery document of {issuer} names no jwks_uri")
+                raise KeysUnavailable(
+                    f"the discovery document of {self.settings.auth_issuer} names no jwks_uri"
+                )
             self._jwks_uri = uri
         return parse_jwks(await self._get_json(self._jwks_uri))
+
+    async def discovery(self) -> dict[str, Any]:
+        """The issuer's OpenID discovery document (fetched once); {} when the issuer is not a URL."""
+        if self._discovery is None:
+            issuer = self.settings.auth_issuer.rstrip("/")
+            if not issuer.startswith(("https://", "http://")):
+                return {}
+            found = await self._get_json(issuer + DISCOVERY_PATH)
+            self._discovery = found if isinstance(found, dict) else {}
+        return self._discovery
 
     async def _refresh(self, reason: str) -> None:
         try:

@@ -318,6 +318,10 @@ async def test_open_endpoints_and_metrics(issuer: Issuer, client_as: ClientAs) -
         assert metadata.status_code == 200
         security = metadata.json()["rest"][0]["security"]
         assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+        smart = await anonymous.get("/.well-known/smart-configuration")
+        assert smart.status_code == 200, smart.text
+        assert smart.json()["token_endpoint"] == f"{issuer.url}/token"
+        assert "permission-v2" in smart.json()["capabilities"]
         for path in ("http://testserver/healthz", "http://testserver/readyz"):
             assert (await anonymous.get(path)).status_code == 200
         assert (await anonymous.get("http://testserver/metrics")).status_code == 401
