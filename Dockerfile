@@ -39,4 +39,4 @@ USER 10001:10001
 
 EXPOSE 8000
 
-CMD ["uvicorn", "--factory", "setaccounts_api.app:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "--factory", "setaccounts_api.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from pymongo import AsyncMongoClient
 
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
+from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
 from setaccounts_dev.engines import engines
 
 KINDS = ("Observation", "Condition", "Encounter")
@@ -61,14 +64,17 @@ def transaction(size: int) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-async def run(settings: Settings, size: int, runs: int) -> list[float]:
+async def run(settings: Settings, size: int, runs: int, token: str) -> list[float]:
     """Seconds per transaction; each run is checked by a compartment search of the new patient."""
     app = create_app(settings)
     timings: list[float] = []
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench/fhir/R4", timeout=600
+            transport=transport,
+            base_url="http://bench/fhir/R4",
+            timeout=600,
+            headers={"Authorization": f"Bearer {token}"},
         ) as api:
             for _ in range(runs):
                 body = transaction(size)
@@ -85,14 +91,19 @@ async def run(settings: Settings, size: int, runs: int) -> list[float]:
 
 
 async def main(size: int, runs: int) -> None:
-    with engines() as found:
+    with engines() as found, tempfile.TemporaryDirectory() as keys:
+        token = ensure_dev_key(Path(keys)).sign(claims_for("bench", admin=True))
         settings = Settings(
             kafka_bootstrap_servers=found.kafka_bootstrap_servers,
             mongodb_uri=found.mongodb_uri,
             mongodb_database=f"bench_{uuid.uuid4().hex[:8]}",
+            auth_issuer=DEV_ISSUER,
+            auth_audience=DEV_AUDIENCE,
+            auth_jwks_file=str(Path(keys) / JWKS_FILE),
+            trusted_hosts="bench",
         )
         try:
-            timings = await run(settings, size, runs)
+            timings = await run(settings, size, runs, token)
         finally:
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri)
             await client.drop_database(settings.mongodb_database)

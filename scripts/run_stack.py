@@ -21,6 +21,7 @@ from pathlib import Path
 
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
+from setaccounts_dev.devkeys import dev_auth_env
 from setaccounts_dev.engines import EngineError, Engines, die_with_parent, engines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +112,9 @@ def main() -> None:
             os.environ.setdefault("SETACCOUNTS_REPLICATION_FACTOR", "1")
             os.environ.setdefault("SETACCOUNTS_MIN_INSYNC_REPLICAS", "1")
         env = dict(os.environ)
+        if not any(name.startswith("SETACCOUNTS_AUTH_") for name in os.environ):
+            env.update(dev_auth_env(workdir))  # trust this checkout's key: `setaccounts token` signs with it
+            say("API trusts the development key in .run/: get a token with `.venv/bin/setaccounts token`")
         settings = Settings()
         created = asyncio.run(create_topics(settings))
         say(f"topics ready ({', '.join(created) or 'already there'})")
@@ -132,6 +136,7 @@ def main() -> None:
                     str(PORT),
                     "--log-level",
                     "warning",
+                    "--no-server-header",
                 ],
                 env,
             )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -17,7 +19,10 @@ from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import Engines, engines
 from setaccounts_propagator.bootstrap import ROLES, run
+from tests.helpers.auth import Issuer, bearer
 from tests.helpers.resources import Seed, store_resources
+
+ClientAs = Callable[[str | None], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +31,15 @@ def servers() -> Iterator[Engines]:
         yield found
 
 
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[Issuer]:
+    """A token issuer whose JWKS and discovery document a local HTTP server serves; the API trusts it."""
+    with Issuer().serving() as serving:
+        yield serving
+
+
 @pytest.fixture
-async def settings(servers: Engines) -> Settings:
+async def settings(servers: Engines, issuer: Issuer) -> Settings:
     """Settings isolated by a uuid: topic prefix, consumer groups and database name."""
     run = uuid.uuid4().hex[:10]
     built = Settings(
@@ -44,6 +56,8 @@ async def settings(servers: Engines) -> Settings:
         apply_batch_size=500,
         max_retries=2,
         kafka_session_timeout_ms=3000,
+        trusted_hosts="testserver",
+        **issuer.settings(),
     )
     await create_topics(built)
     return built
@@ -60,13 +74,31 @@ async def db(settings: Settings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]
 
 
 @pytest.fixture
-async def api(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app in-process (lifespan included) against the real engines, as an httpx client."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4") as client:
-            yield client
+async def app(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> AsyncIterator[FastAPI]:
+    """The API app in-process (lifespan included) against the real engines."""
+    built = create_app(settings)
+    async with built.router.lifespan_context(built):
+        yield built
+
+
+def client_of(app: FastAPI, token: str | None) -> httpx.AsyncClient:
+    """An httpx client on `app` that sends `token` as its bearer token (None: anonymous)."""
+    headers = bearer(token) if token else {}
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4", headers=headers)
+
+
+@pytest.fixture
+async def api(app: FastAPI, issuer: Issuer) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the API with an admin token."""
+    async with client_of(app, issuer.admin_token()) as client:
+        yield client
+
+
+@pytest.fixture
+def client_as(app: FastAPI) -> ClientAs:
+    """`async with client_as(token) as client`: another caller of the same API (None: anonymous)."""
+    return lambda token: client_of(app, token)
 
 
 @pytest.fixture

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
 
 from setaccounts.events import Event, encode, headers_for
 from setaccounts.settings import Settings
@@ -19,9 +21,32 @@ from setaccounts.settings import Settings
 DLQ_HEADERS = ("dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset", "dlq.consumer")
 
 
+Security = Mapping[str, Any]
+"""Connection options every Kafka client gets: security protocol, TLS context, SASL credentials."""
+
+
+def security(settings: Settings) -> Security:
+    """The TLS and SASL options of `settings`, for every producer, consumer and admin client."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile or None,
+            certfile=settings.kafka_ssl_certfile or None,
+            keyfile=settings.kafka_ssl_keyfile or None,
+        )
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.get_secret_value(),
+        }
+    return options
+
+
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        **security(settings),
         acks="all",
         enable_idempotence=False,
         linger_ms=5,
@@ -38,6 +63,7 @@ def make_consumer(
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        **security(settings),
         group_id=settings.group(role),
         client_id=f"{settings.group_prefix}-{role}",
         enable_auto_commit=False,
@@ -88,9 +114,13 @@ async def publish_many(producer: AIOKafkaProducer, topic: str, events: Iterable[
     await asyncio.gather(*acks)
 
 
-async def partitions_of(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
-    """A topic's partitions; none if it does not exist (asked of the admin API, which never creates it)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def partitions_of(
+    bootstrap_servers: str, topic: str, *, secured: Security | None = None
+) -> list[TopicPartition]:
+    """A topic's partitions; none if it does not exist (asked of the admin API, which never creates it).
+
+    `secured`: the connection options of `security(settings)` (none: plaintext)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(secured or {}))
     await admin.start()
     try:
         if topic not in set(await admin.list_topics()):
@@ -112,17 +142,19 @@ async def replay(
     *,
     on_start: Callable[[int], None] | None = None,
     stall_seconds: float = 60.0,
+    secured: Security | None = None,
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """Every record of `topic` from the beginning up to the end offsets seen at start.
 
     No group id: no committed offsets, no rebalance, so a replay never disturbs the live consumer groups,
     and it always ends even while producers keep writing. `on_start` receives the number of records ahead.
     """
-    tps = await partitions_of(bootstrap_servers, topic)
+    tps = await partitions_of(bootstrap_servers, topic, secured=secured)
     if not tps:
         return
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
+        **(secured or {}),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -158,6 +190,8 @@ async def replay(
         await consumer.stop()
 
 
-async def read_topic(bootstrap_servers: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, secured: Security | None = None
+) -> list[ConsumerRecord[bytes, bytes]]:
     """All of `replay` as a list (small topics: tests, examples)."""
-    return [record async for record in replay(bootstrap_servers, topic)]
+    return [record async for record in replay(bootstrap_servers, topic, secured=secured)]

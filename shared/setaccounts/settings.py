@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from setaccounts.events.channels import CHANNELS, COMMANDS, DEADLETTER, RESULTS, UPDATES, Channel
@@ -49,6 +49,17 @@ class Settings(BaseSettings):
             description="MongoDB connection string.",
         ),
     ] = "mongodb://127.0.0.1:27017/?directConnection=true"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password (never logged).")
+    kafka_ssl_cafile: str = Field("", description="CA bundle that signs the brokers' certificates.")
+    kafka_ssl_certfile: str = Field("", description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: str = Field("", description="Client certificate's private key (mutual TLS).")
     mongodb_database: str = Field("fhir", description="Database holding resources and jobs.")
     topic_prefix: str = Field("", description="Prefix for every topic name (isolates test runs).")
     group_prefix: str = Field("setaccounts", description="Prefix for the consumer group ids.")
@@ -76,6 +87,32 @@ class Settings(BaseSettings):
     )
     max_retries: int = Field(5, ge=0, description="Retries of a failing batch before dead-lettering it.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Propagator /metrics port; 0 = off.")
+    auth_issuer: str = Field(
+        "", description="Expected `iss` of tokens; without a JWKS URL or file, keys come from its discovery."
+    )
+    auth_jwks_url: str = Field("", description="URL of the JWKS holding the token signing keys.")
+    auth_jwks_file: str = Field("", description="Path of a JWKS file holding the token signing keys.")
+    auth_audience: str = Field("", description="Expected `aud` of tokens (required by the API).")
+    auth_algorithms: str = Field("RS256,ES256,PS256,EdDSA", description="Accepted signature algorithms.")
+    auth_clock_skew_seconds: int = Field(30, ge=0, le=600, description="Leeway for exp, nbf and iat.")
+    auth_jwks_cache_seconds: int = Field(300, ge=0, description="How long fetched keys are trusted.")
+    auth_jwks_refresh_seconds: float = Field(
+        10.0, ge=0, description="Least time between fetches triggered by an unknown key id."
+    )
+    auth_admin_claim: str = Field("roles", description="Claim (dotted path) holding the admin role.")
+    auth_admin_value: str = Field("setaccounts-admin", description="Value of that claim that makes an admin.")
+    auth_accounts_claim: str = Field(
+        "accounts", description="Claim (dotted path) listing a token's accounts."
+    )
+    auth_scope_claim: str = Field("scope", description="Claim holding the SMART scopes (space-separated).")
+    inherit_accounts: bool = Field(
+        True, description="Ordinary writes give a resource the accounts of the patients it belongs to."
+    )
+    trusted_hosts: str = Field(
+        "localhost,127.0.0.1", description="Host headers accepted when base_url is empty ('*' = any)."
+    )
+    rate_limit_per_second: float = Field(0.0, ge=0, description="Requests per second per client; 0 = off.")
+    rate_limit_burst: int = Field(20, ge=1, description="Requests a client may make at once.")
     log_level: str = Field("INFO", description="Log level name.")
     log_json: bool = Field(False, description="Log JSON lines instead of console text.")
 
@@ -104,6 +141,50 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: str) -> str:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+        names = [a.strip() for a in value.split(",") if a.strip()]
+        if not names or set(names) - allowed:
+            raise ValueError(f"expected asymmetric JWS algorithms from {sorted(allowed)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(
+                f"Kafka security protocol {self.kafka_security_protocol} needs "
+                "SETACCOUNTS_KAFKA_SASL_USERNAME and SETACCOUNTS_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("SETACCOUNTS_KAFKA_SSL_CERTFILE and SETACCOUNTS_KAFKA_SSL_KEYFILE go together")
+        return self
+
+    def auth_problems(self) -> list[str]:
+        """What keeps the API from verifying tokens: it refuses to start while this is not empty."""
+        problems = []
+        if not (self.auth_issuer or self.auth_jwks_url or self.auth_jwks_file):
+            problems.append(
+                "no token keys: set SETACCOUNTS_AUTH_ISSUER, SETACCOUNTS_AUTH_JWKS_URL or "
+                "SETACCOUNTS_AUTH_JWKS_FILE"
+            )
+        elif not (self.auth_jwks_url or self.auth_jwks_file) and not self.auth_issuer.startswith(
+            ("https://", "http://")
+        ):
+            problems.append("OpenID discovery needs SETACCOUNTS_AUTH_ISSUER to be an http(s) URL")
+        if not self.auth_audience:
+            problems.append("no audience: set SETACCOUNTS_AUTH_AUDIENCE")
+        return problems
+
     @cached_property
     def topics(self) -> Topics:
         return Topics(self.topic_prefix)
@@ -112,6 +193,8 @@ class Settings(BaseSettings):
         """These settings as the environment variables that rebuild them (for child processes)."""
         env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "MONGODB_URI": self.mongodb_uri}
         for name, value in self.model_dump(exclude={"kafka_bootstrap_servers", "mongodb_uri"}).items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             env[f"SETACCOUNTS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 

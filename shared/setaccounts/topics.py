@@ -15,6 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from setaccounts.events import CHANNELS, COMMANDS, DEADLETTER, RESULTS, UPDATES, Channel
+from setaccounts.kafka import security
 from setaccounts.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -55,7 +56,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 async def create_topics(settings: Settings) -> list[str]:
     """Create the missing topics; warn about existing ones that differ from the settings. Returns the
     names it created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security(settings))
     await admin.start()
     try:
         specs = topic_specs(settings)
@@ -84,7 +85,7 @@ async def create_topics(settings: Settings) -> list[str]:
 
 async def check_topics(settings: Settings) -> list[str]:
     """Every way the existing topics differ from the settings (also logged as warnings)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -49,6 +49,7 @@ class SetAccounts:
         response = await self.api.post(
             f"/{target}/$set-accounts",
             json=parameters(*accounts, propagate=propagate),
+            # X-Requested-By cannot set the requester: the audit records the token's subject
             headers={"Prefer": "respond-async", "X-Requested-By": "audit-test"},
         )
         assert response.status_code == 202, response.text

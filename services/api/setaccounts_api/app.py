@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from setaccounts.auth.tokens import TokenVerifier
 from setaccounts.kafka import make_producer
 from setaccounts.logs import configure_logging
 from setaccounts.mongo import ensure_indexes, make_client
@@ -15,13 +17,16 @@ from setaccounts.settings import Settings
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
-from setaccounts_api.routes import bundle, crud, health, jobs, metadata, operation, search
+from setaccounts_api.routes import bundle, crud, health, jobs, metadata, operation, search, smart
+from setaccounts_api.security import RateLimiter, SecurityHeaders, authenticate
 
 log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; refuses to build without a way to verify tokens (keys, audience) or with a bad JWKS file."""
     settings = settings or Settings()
+    verifier = TokenVerifier(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,12 +50,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="FHIR R4 store with an event-driven `$set-accounts` operation.",
     )
     app.state.settings = settings
+    app.state.verifier = verifier
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()]
+    if not settings.base_url and "*" not in hosts:  # public URLs come from the Host header: vet it
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    app.add_middleware(SecurityHeaders)
     install_error_handlers(app)
     app.include_router(health.router)
     # Order matters: fixed paths (metadata, jobs, operations) before the generic /{type}/{id} routes.
-    for router in (metadata.router, jobs.router, operation.router, bundle.router, search.router, crud.router):
-        app.include_router(router, prefix=FHIR_BASE_PATH)
+    # Everything but the CapabilityStatement needs a bearer token.
+    app.include_router(metadata.router, prefix=FHIR_BASE_PATH)
+    app.include_router(smart.router, prefix=FHIR_BASE_PATH)
+    for router in (jobs.router, operation.router, bundle.router, search.router, crud.router):
+        app.include_router(router, prefix=FHIR_BASE_PATH, dependencies=[Depends(authenticate)])
     return app
 
 
@@ -60,4 +74,10 @@ def main() -> None:
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=8000, log_level=settings.log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=8000,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import structlog
@@ -31,7 +32,7 @@ def outcome_response(
 
 async def _fhir_error(_: Request, exc: Exception) -> FhirResponse:
     assert isinstance(exc, FhirError)
-    return FhirResponse(exc.outcome(), status_code=exc.status)
+    return FhirResponse(exc.outcome(), status_code=exc.status, headers=exc.headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> FhirResponse:
@@ -71,8 +72,10 @@ async def _dependency_error(request: Request, exc: Exception) -> FhirResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> FhirResponse:
-    log.exception("unhandled error", path=request.url.path, error=repr(exc))
-    return outcome_response(500, "exception", f"internal error: {type(exc).__name__}")
+    """A 500 that names nothing internal; the log has the details under the same incident id."""
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unhandled error", path=request.url.path, error=type(exc).__name__, incident=incident)
+    return outcome_response(500, "exception", f"internal error (incident {incident})")
 
 
 def install_error_handlers(app: FastAPI) -> None:

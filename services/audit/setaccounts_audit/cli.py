@@ -21,7 +21,7 @@ from setaccounts.kafka import ReplayStalled
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_audit.history import since as since_filter
-from setaccounts_audit.redrive import RedriveRefused, redrive
+from setaccounts_audit.redrive import RedriveRefused, redrive, requester
 from setaccounts_audit.render import Format, print_log, print_redrive, print_report
 from setaccounts_audit.replay import load_history
 from setaccounts_audit.verify import verify_store
@@ -71,12 +71,14 @@ async def audit_redrive(
     out: IO[str],
     command_id: str,
     *,
-    by: str = "audit",
+    token: str | None,
     force: bool = False,
     wait_seconds: float = 120.0,
 ) -> int:
-    """Publish a re-drive of `command_id` and print its final answer; EXIT_REFUSED when unsafe."""
+    """Publish a re-drive of `command_id` and print its final answer; EXIT_REFUSED when unsafe or when the
+    token is not an administrator's (its verified subject is recorded as `requested_by`)."""
     try:
+        by = await requester(settings, token)
         command, finished = await redrive(settings, command_id, by=by, force=force, wait_seconds=wait_seconds)
     except RedriveRefused as refused:
         print(f"refused: {refused}", file=sys.stderr)
@@ -166,7 +168,14 @@ def verify_command(
 @app.command("redrive")
 def redrive_command(
     command: Annotated[str, typer.Option("--command", help="Id of the command to re-apply.")],
-    by: Annotated[str, typer.Option("--by", help="Recorded as requested_by.")] = "audit",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="SETACCOUNTS_TOKEN",
+            help="An administrator's bearer token; its subject is recorded as requested_by.",
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Re-drive even if newer commands for the target exist.")
     ] = False,
@@ -176,4 +185,4 @@ def redrive_command(
 ) -> None:
     """Publish the command again under a new id (`redrive_of` = the original) and wait for its answer."""
     settings = _settings(topic_prefix, database)
-    _run(settings, audit_redrive(settings, sys.stdout, command, by=by, force=force, wait_seconds=wait))
+    _run(settings, audit_redrive(settings, sys.stdout, command, token=token, force=force, wait_seconds=wait))

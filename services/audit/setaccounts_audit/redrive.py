@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from setaccounts.auth.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 from setaccounts.events import CommandFinished, SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
 from setaccounts.settings import Settings
@@ -21,6 +22,24 @@ class RedriveRefused(Exception):
     """The re-drive would be unsafe or makes no sense; not retriable, the message says why."""
 
     retriable = False
+
+
+async def requester(settings: Settings, token: str | None) -> str:
+    """Who asks for the re-drive: the subject of an administrator's token, verified like the API does
+    (same `SETACCOUNTS_AUTH_*` settings); anything else is refused."""
+    if not token:
+        raise RedriveRefused(
+            "a re-drive needs an administrator's token: pass --token or set SETACCOUNTS_TOKEN"
+        )
+    try:
+        principal = await TokenVerifier(settings).verify(token)
+    except ValueError as exc:  # the auth settings are missing
+        raise RedriveRefused(str(exc)) from exc
+    except (InvalidToken, KeysUnavailable) as exc:
+        raise RedriveRefused(f"the token was refused: {exc}") from exc
+    if not principal.admin:
+        raise RedriveRefused(f"{principal.requested_by} may not re-drive: it is reserved to administrators")
+    return principal.requested_by
 
 
 def choose(records: Sequence[CommandRecord], command_id: str, *, force: bool = False) -> CommandRecord:

@@ -27,7 +27,7 @@ from setaccounts.events import (
     SetAccountsCommand,
     command_envelope,
 )
-from setaccounts.kafka import partitions_of, replay
+from setaccounts.kafka import partitions_of, replay, security
 from setaccounts.settings import Settings
 from setaccounts_audit.history import History, Rejected
 
@@ -42,7 +42,9 @@ async def replay_with_progress(
     """Every record of `topic` up to the end offsets seen at start, with a progress bar on long reads."""
     show = sys.stderr.isatty() if progress is None else progress
     with _bar(topic, show) as bar:
-        async for record in replay(settings.kafka_bootstrap_servers, topic, on_start=bar.start):
+        async for record in replay(
+            settings.kafka_bootstrap_servers, topic, on_start=bar.start, secured=security(settings)
+        ):
             bar.advance(1)
             yield record
 
@@ -156,9 +158,10 @@ def _header(record: Record, name: str) -> str | None:
 @asynccontextmanager
 async def watch_results(settings: Settings) -> AsyncIterator[WaitForFinish]:
     """Yields `wait(command_id, seconds)`; offsets are taken on entry, so publish inside the block."""
-    tps = await partitions_of(settings.kafka_bootstrap_servers, settings.topics.results)
+    secured = security(settings)
+    tps = await partitions_of(settings.kafka_bootstrap_servers, settings.topics.results, secured=secured)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, enable_auto_commit=False, **secured
     )
     await consumer.start()
     try:

@@ -19,7 +19,8 @@ def operation_outcome(
 class FhirError(Exception):
     """A request the server refuses; rendered as an OperationOutcome with `status`.
 
-    `retriable` tells a caller (or a consumer loop) whether trying again later can succeed.
+    `retriable` tells a caller (or a consumer loop) whether trying again later can succeed; `headers` go
+    on the HTTP response (`WWW-Authenticate`, `Retry-After`).
     """
 
     def __init__(
@@ -30,8 +31,10 @@ class FhirError(Exception):
         *,
         expression: list[str] | None = None,
         retriable: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(diagnostics)
+        self.headers = headers
         self.status = status
         self.code = code
         self.diagnostics = diagnostics

@@ -62,9 +62,18 @@ class ResourceStore:
                 found[doc["_id"]] = doc
         return found
 
+    @staticmethod
+    def members_filter(owner: str) -> dict[str, Any]:
+        """The members of `owner`'s compartment that propagation updates: never another Patient when the
+        owner is a patient (one linked through Patient.link is in its compartment, but has its own)."""
+        query: dict[str, Any] = {"members_of": owner}
+        if owner.startswith("Patient/"):
+            query["type"] = {"$ne": "Patient"}
+        return query
+
     async def count_members(self, owner: str) -> int:
         """How many resources are in `owner`'s compartment, itself excluded."""
-        return await self.collection.count_documents({"members_of": owner, "_id": {"$ne": owner}})
+        return await self.collection.count_documents({**self.members_filter(owner), "_id": {"$ne": owner}})
 
     async def stream_members(
         self, owner: str, after: str | None, batch_size: int
@@ -72,7 +81,7 @@ class ResourceStore:
         """The references in `owner`'s compartment (itself included when it is its own member), sorted,
         from just after `after`: one streamed cursor, since paging with a fresh `$gt` query per page makes
         some stores re-scan every remaining member each time (quadratic in the compartment)."""
-        query: dict[str, Any] = {"members_of": owner}
+        query = self.members_filter(owner)
         if after:
             query["_id"] = {"$gt": after}
         cursor = self.collection.find(query, {"_id": 1}, sort=[("_id", 1)], batch_size=batch_size)

@@ -12,6 +12,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.store.resources import VersionConflict, now
+from setaccounts_api.rest.access import UNRESTRICTED
 from setaccounts_api.rest.decisions import decide_create, decide_update
 from setaccounts_api.rest.store import RestStore
 
@@ -251,7 +252,7 @@ async def test_a_write_failing_inside_the_transaction_rolls_back_the_others(
     """A guard that fails at write time (here a create-on-update racing another create) aborts every write."""
     await api.put("/Patient/taken", json={"resourceType": "Patient", "id": "taken"})
     before = await snapshot()
-    store, at = RestStore(db), now()
+    store, at = RestStore(db, UNRESTRICTED), now()
     changes = [
         decide_create({"resourceType": "Patient"}, at),
         decide_update({"resourceType": "Patient", "id": "taken", "gender": "male"}, None, at),  # stale read

@@ -25,4 +25,6 @@ def audit_env(settings: Settings) -> dict[str, str]:
         "MONGODB_URI": settings.mongodb_uri,
         "SETACCOUNTS_TOPIC_PREFIX": settings.topic_prefix,
         "SETACCOUNTS_MONGODB_DATABASE": settings.mongodb_database,
+        "SETACCOUNTS_AUTH_ISSUER": settings.auth_issuer,
+        "SETACCOUNTS_AUTH_AUDIENCE": settings.auth_audience,
     }

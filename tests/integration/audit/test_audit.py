@@ -23,6 +23,7 @@ from setaccounts_audit.history import CommandRecord
 from setaccounts_audit.render import Format
 from setaccounts_audit.replay import load_history
 from setaccounts_audit.verify import verify_store
+from tests.helpers.auth import ADMIN_SUBJECT, Issuer
 from tests.helpers.resources import Seed, patient_with_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -85,6 +86,7 @@ async def test_log_verify_and_redrive_over_a_scripted_history(
     seed: Seed,
     set_accounts: Any,
     audit_env: dict[str, str],
+    issuer: Issuer,
 ) -> None:
     shared = {
         "resourceType": "Observation",
@@ -146,7 +148,8 @@ async def test_log_verify_and_redrive_over_a_scripted_history(
     assert (records[0].expected, records[1].expected) == (9, 6)
     assert records[3].requested_by == "other-service"
     assert records[3].diagnostics == "target Patient/ghost does not exist"
-    assert records[4].cancel_requested_by == "audit-test"
+    # the token's subject, not the X-Requested-By header the client also sent
+    assert (records[0].requested_by, records[4].cancel_requested_by) == (ADMIN_SUBJECT, ADMIN_SUBJECT)
     assert records[6].propagate is False
 
     out = io.StringIO()
@@ -189,13 +192,22 @@ async def test_log_verify_and_redrive_over_a_scripted_history(
 
     # redrive: refused for an older command, then the last one repairs the member.
     original = await db.jobs.find_one({"_id": answers[2].command_id})
-    assert await audit_redrive(settings, io.StringIO(), answers[0].command_id) == EXIT_REFUSED
-    assert await audit_redrive(settings, io.StringIO(), "no-such-command") == EXIT_REFUSED
-    code, printed = await run_cli(audit_env, "redrive", "--command", answers[0].command_id)
+    ops = issuer.token("ops", admin=True)
+    assert await audit_redrive(settings, io.StringIO(), answers[0].command_id, token=ops) == EXIT_REFUSED
+    assert await audit_redrive(settings, io.StringIO(), "no-such-command", token=ops) == EXIT_REFUSED
+    code, printed = await run_cli(audit_env, "redrive", "--command", answers[0].command_id, "--token", ops)
     assert code == EXIT_REFUSED
     assert "not the last command for Patient/p1" in printed
+    # only an administrator's verified token may re-drive
+    user = issuer.token("user-a", accounts=[O1])
+    for token in (None, user, issuer.token("ops", admin=True, audience="another-api")):
+        assert (
+            await audit_redrive(settings, io.StringIO(), answers[2].command_id, token=token) == EXIT_REFUSED
+        )
+    code, printed = await run_cli(audit_env, "redrive", "--command", answers[2].command_id, "--token", user)
+    assert code == EXIT_REFUSED and "reserved to administrators" in printed
     out = io.StringIO()
-    assert await audit_redrive(settings, out, answers[2].command_id, by="ops") == 0
+    assert await audit_redrive(settings, out, answers[2].command_id, token=ops) == 0
     assert "finished: completed, resourcesUpdated=10, resourcesChanged=1" in out.getvalue()
 
     member = await db.resources.find_one({"_id": CORRUPTED})

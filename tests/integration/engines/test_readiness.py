@@ -11,6 +11,7 @@ import pytest
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import start_embedded_kafka, start_secantus
+from tests.helpers.auth import Issuer
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 
@@ -20,12 +21,18 @@ async def ready(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
     return response.status_code, response.json()
 
 
-async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path) -> None:
+async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer: Issuer) -> None:
     kafka, bootstrap, _ = await asyncio.to_thread(start_embedded_kafka, tmp_path)  # the broker in use
     mongo, uri = await asyncio.to_thread(start_secantus, tmp_path)
     try:
         app = create_app(
-            Settings(kafka_bootstrap_servers=bootstrap, mongodb_uri=uri, mongodb_database="ready")
+            Settings(
+                kafka_bootstrap_servers=bootstrap,
+                mongodb_uri=uri,
+                mongodb_database="ready",
+                trusted_hosts="testserver",
+                **issuer.settings(),
+            )
         )
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

@@ -22,6 +22,7 @@ from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import start_secantus
+from tests.helpers.auth import Issuer, bearer
 from tests.helpers.parameters import parameters
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
@@ -148,14 +149,16 @@ async def test_a_store_outage_mid_job_loses_nothing(
 
 
 async def test_api_answers_503_while_the_store_is_down_and_publishes_nothing(
-    on_store: tuple[Settings, Any], store: Store
+    on_store: tuple[Settings, Any], store: Store, issuer: Issuer
 ) -> None:
     settings, db = on_store
     await store_resources(db, *patient_with_members("p2", MEMBERS))
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4") as api:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver/fhir/R4", headers=bearer(issuer.admin_token())
+        ) as api:
             store.kill()
             try:
                 started = time.monotonic()

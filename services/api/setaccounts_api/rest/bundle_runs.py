@@ -43,8 +43,8 @@ async def run_transaction(
     at = now()
     try:
         async with store.transaction() as session:
-            stored = await store.get_many(read_targets(entries), session)
-            changes = plan_transaction(entries, stored, at)
+            stored = await store.get_many(read_targets(entries, store.access), session)
+            changes = plan_transaction(entries, stored, at, store.access)
             await store.apply(list(changes.values()), session)
     except VersionConflict as exc:
         raise FhirError(
@@ -53,7 +53,7 @@ async def run_transaction(
     except PyMongoError as exc:
         if exc.has_error_label("TransientTransactionError"):
             raise FhirError(
-                409, "transient", f"the transaction was interrupted ({exc}); retry it", retriable=True
+                409, "transient", "the transaction was interrupted; retry it", retriable=True
             ) from exc
         raise
     results: list[EntryResult] = [(entry.method, changes[entry.index]) for entry in entries]

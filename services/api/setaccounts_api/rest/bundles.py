@@ -12,6 +12,7 @@ from typing import Any, Literal
 from setaccounts.fhir.outcomes import FhirError, invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 from setaccounts.store.meta import Resource
+from setaccounts_api.rest.access import UNRESTRICTED, Access
 from setaccounts_api.rest.decisions import (
     Change,
     decide_create,
@@ -254,31 +255,36 @@ def check_unique_targets(entries: list[Entry]) -> None:
             seen[entry.ref] = entry.index
 
 
-def read_targets(entries: list[Entry]) -> list[str]:
-    """Refs whose stored state the decisions need (creates need none: their ids are new)."""
-    return [entry.ref for entry in entries if entry.method != "POST"]
+def read_targets(entries: list[Entry], access: Access = UNRESTRICTED) -> list[str]:
+    """Refs whose stored state the decisions need (creates need none: their ids are new), and the patients
+    whose accounts written resources inherit."""
+    targets = [entry.ref for entry in entries if entry.method != "POST"]
+    patients = [p for e in entries if e.resource is not None for p in access.patients_to_read(e.resource)]
+    return targets + [p for p in dict.fromkeys(patients) if p not in targets]
 
 
-def decide(entry: Entry, state: Mapping[str, Any], at: datetime) -> Change:
+def decide(entry: Entry, state: Mapping[str, Any], at: datetime, access: Access = UNRESTRICTED) -> Change:
     """One entry against the current state (stored documents, overlaid with this bundle's writes)."""
     if entry.method == "POST":
         assert entry.resource is not None
-        return decide_create(entry.resource, at, entry.resource_id)
+        return decide_create(entry.resource, at, entry.resource_id, access, state)
     if entry.method == "PUT":
         assert entry.resource is not None
-        return decide_update(entry.resource, state.get(entry.ref), at, entry.if_match)
+        return decide_update(entry.resource, state.get(entry.ref), at, entry.if_match, access, state)
     if entry.method == "DELETE":
-        return decide_delete(entry.ref, state.get(entry.ref), at, entry.if_match)
-    return decide_read(entry.ref, state.get(entry.ref), entry.version)
+        return decide_delete(entry.ref, state.get(entry.ref), at, entry.if_match, access)
+    return decide_read(entry.ref, state.get(entry.ref), entry.version, access)
 
 
-def plan_transaction(entries: list[Entry], stored: Mapping[str, Any], at: datetime) -> dict[int, Change]:
+def plan_transaction(
+    entries: list[Entry], stored: Mapping[str, Any], at: datetime, access: Access = UNRESTRICTED
+) -> dict[int, Change]:
     """Every entry's change in FHIR processing order; the first failing entry fails all (FhirError)."""
     state = dict(stored)
     changes: dict[int, Change] = {}
     for entry in sorted(entries, key=lambda e: ORDER[e.method]):
         try:
-            change = decide(entry, state, at)
+            change = decide(entry, state, at, access)
         except FhirError as error:
             raise at_entry(entry.index, error) from error
         changes[entry.index] = change

@@ -8,13 +8,17 @@ plain REST call behave alike.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pymongo import InsertOne, ReplaceOne
 
+from setaccounts.auth.scopes import Interaction
 from setaccounts.fhir.outcomes import FhirError, not_found
 from setaccounts.store.meta import Document, Resource, Write, prepare_write, tombstone
+from setaccounts_api.rest.access import UNRESTRICTED, Access
 
 WriteOp = InsertOne[Document] | ReplaceOne[Document]
 
@@ -70,39 +74,76 @@ def _check_if_match(ref: str, previous: Document | None, if_match: int | None) -
         raise precondition_failed(ref, if_match, current)
 
 
-def decide_create(resource: Resource, at: datetime, resource_id: str | None = None) -> Change:
-    """A new resource under a server-assigned id (any id in the body is ignored, as FHIR create says)."""
+NOTHING: Mapping[str, Any] = {}
+
+
+def decide_create(
+    resource: Resource,
+    at: datetime,
+    resource_id: str | None = None,
+    access: Access = UNRESTRICTED,
+    state: Mapping[str, Any] = NOTHING,
+) -> Change:
+    """A new resource under a server-assigned id (any id in the body is ignored, as FHIR create says).
+
+    `access` applies the caller's account rules and inheritance; `state` holds the patients it reads."""
+    access.allow(Interaction.CREATE, resource["resourceType"])
     rest = {key: value for key, value in resource.items() if key not in ("resourceType", "id")}
     body = {"resourceType": resource["resourceType"], "id": resource_id or new_id(), **rest}
-    write = prepare_write(body, None, at)
+    write = prepare_write(access.shape(body, None, state), None, at)
+    access.check_written(write.document)
     return Change(201, write.document, None, write=True)
 
 
 def decide_update(
-    resource: Resource, previous: Document | None, at: datetime, if_match: int | None = None
+    resource: Resource,
+    previous: Document | None,
+    at: datetime,
+    if_match: int | None = None,
+    access: Access = UNRESTRICTED,
+    state: Mapping[str, Any] = NOTHING,
 ) -> Change:
     """Update, or create-on-update (201) when nothing live is stored; a no-op keeps the version (200)."""
     ref = f"{resource['resourceType']}/{resource['id']}"
+    access.allow(Interaction.UPDATE, resource["resourceType"])
+    if previous is None or previous.get("deleted"):  # create-on-update creates: it needs that scope too
+        access.allow(Interaction.CREATE, resource["resourceType"])
+    access.check_visible(ref, previous)
     _check_if_match(ref, previous, if_match)
-    write: Write = prepare_write(resource, previous, at)
+    write: Write = prepare_write(access.shape(resource, previous, state), previous, at)
+    access.check_written(write.document)
     existed = previous is not None and not previous.get("deleted")
     return Change(200 if existed else 201, write.document, previous, write=write.changed)
 
 
-def decide_delete(ref: str, previous: Document | None, at: datetime, if_match: int | None = None) -> Change:
+def decide_delete(
+    ref: str,
+    previous: Document | None,
+    at: datetime,
+    if_match: int | None = None,
+    access: Access = UNRESTRICTED,
+) -> Change:
     """Tombstone a live resource; deleting a deleted one changes nothing; a never-stored one is 404."""
+    access.allow(Interaction.DELETE, ref.split("/", 1)[0])
     if previous is None:
         raise not_found(ref)
+    access.check_visible(ref, previous)
     _check_if_match(ref, previous, if_match)
     if previous.get("deleted"):
         return Change(204, previous, previous, write=False)
     return Change(204, tombstone(previous, at), previous, write=True)
 
 
-def decide_read(ref: str, stored: Document | None, version: int | None = None) -> Change:
-    """Serve the current version (404 if never stored, 410 if deleted); only the current version is kept."""
+def decide_read(
+    ref: str, stored: Document | None, version: int | None = None, access: Access = UNRESTRICTED
+) -> Change:
+    """Serve the current version (404 if never stored, 410 if deleted); only the current version is kept.
+
+    What the caller may not see is 404, as if it were never stored (a tombstone is in no compartment)."""
+    access.allow(Interaction.READ, ref.split("/", 1)[0])
     if stored is None:
         raise not_found(ref)
+    access.check_visible(ref, stored)
     if version is not None and version != stored["version"]:
         raise FhirError(404, "not-found", f"version {version} of {ref} is not kept (only the current one is)")
     if stored.get("deleted"):

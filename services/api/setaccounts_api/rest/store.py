@@ -7,10 +7,12 @@ from collections.abc import Callable, Sequence
 
 from pymongo import ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from setaccounts.store.meta import Document, Resource
 from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionConflict, now
+from setaccounts_api.rest.access import Access
 from setaccounts_api.rest.decisions import (
     Change,
     conflict,
@@ -22,7 +24,12 @@ from setaccounts_api.rest.decisions import (
 
 
 class RestStore(ResourceStore):
-    """The shared reads, plus create / read / update / delete as the REST API and Bundles perform them."""
+    """The shared reads, plus create / read / update / delete as the REST API and Bundles perform them,
+    each on behalf of one caller (`access`: what it may see and write, and the inheritance rule)."""
+
+    def __init__(self, db: AsyncDatabase[Document], access: Access) -> None:
+        super().__init__(db)
+        self.access = access
 
     async def apply(self, changes: Sequence[Change], session: AsyncClientSession | None = None) -> None:
         """All writes of `changes` in one bulk write; VersionConflict if a guard (version, new id) failed."""
@@ -37,30 +44,39 @@ class RestStore(ResourceStore):
         if result.matched_count < replaces:
             raise VersionConflict(_first_ref(changes))
 
+    async def patients(self, resource: Resource, session: AsyncClientSession | None) -> dict[str, Document]:
+        """The stored patients whose accounts `resource` inherits."""
+        wanted = self.access.patients_to_read(resource)
+        return await self.get_many(wanted, session, {"resource.meta.accounts": 1}) if wanted else {}
+
     async def create(self, resource: Resource, session: AsyncClientSession | None = None) -> Change:
-        change = decide_create(resource, now())
+        state = await self.patients(resource, session)
+        change = decide_create(resource, now(), access=self.access, state=state)
         await self.apply([change], session)
         return change
 
     async def read(
         self, ref: str, version: int | None = None, session: AsyncClientSession | None = None
     ) -> Change:
-        return decide_read(ref, await self.get(ref, session), version)
+        return decide_read(ref, await self.get(ref, session), version, self.access)
 
     async def update(
         self, resource: Resource, if_match: int | None = None, session: AsyncClientSession | None = None
     ) -> Change:
         """Update or create-on-update; with If-Match, a version that moved meanwhile is a 412."""
         ref = f"{resource['resourceType']}/{resource['id']}"
+        state = await self.patients(resource, session)
         return await self._decide_and_apply(
-            ref, lambda stored: decide_update(resource, stored, now(), if_match), session
+            ref,
+            lambda stored: decide_update(resource, stored, now(), if_match, self.access, state),
+            session,
         )
 
     async def delete(
         self, ref: str, if_match: int | None = None, session: AsyncClientSession | None = None
     ) -> Change:
         return await self._decide_and_apply(
-            ref, lambda stored: decide_delete(ref, stored, now(), if_match), session
+            ref, lambda stored: decide_delete(ref, stored, now(), if_match, self.access), session
         )
 
     async def _decide_and_apply(

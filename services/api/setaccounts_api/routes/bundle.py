@@ -10,16 +10,19 @@ from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.rest.bundle_runs import run_batch, run_transaction
 from setaccounts_api.rest.bundles import parse_bundle
 from setaccounts_api.rest.store import RestStore
+from setaccounts_api.security import AccessDep
 
 router = APIRouter(tags=["bundle"])
 
 
 @router.post("", response_class=FhirResponse)
 @router.post("/", response_class=FhirResponse, include_in_schema=False)
-async def process_bundle(request: Request, db: DbDep, settings: SettingsDep) -> FhirResponse:
+async def process_bundle(
+    request: Request, db: DbDep, settings: SettingsDep, access: AccessDep
+) -> FhirResponse:
     """Entries answer status, location, etag and lastModified; resources on `return=representation`."""
     parsed = parse_bundle(await read_json(request), check_resource)
-    store, base = RestStore(db), fhir_base(request, settings)
+    store, base = RestStore(db, access), fhir_base(request, settings)
     with_resources = preferences(request).get("return") == "representation"
     if parsed.kind == "transaction":
         return fhir(await run_transaction(store, parsed, base, with_resources=with_resources))

@@ -28,6 +28,7 @@ from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.rest.decisions import Change
 from setaccounts_api.rest.etags import etag
 from setaccounts_api.rest.store import RestStore
+from setaccounts_api.security import AccessDep
 
 router = APIRouter(tags=["crud"])
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
@@ -65,31 +66,44 @@ def change_response(change: Change, request: Request, base: str) -> Response:
 
 
 @router.post("/{resource_type}", status_code=201, response_class=FhirResponse)
-async def create(resource_type: str, request: Request, db: DbDep, settings: SettingsDep) -> Response:
+async def create(
+    resource_type: str, request: Request, db: DbDep, settings: SettingsDep, access: AccessDep
+) -> Response:
     check_type(resource_type)
     resource = check_resource(await read_json(request), resource_type)
-    change = await RestStore(db).create(resource)
+    change = await RestStore(db, access).create(resource)
     return change_response(change, request, fhir_base(request, settings))
 
 
 @router.get("/{resource_type}/{resource_id}", response_class=FhirResponse)
 async def read(
-    resource_type: str, resource_id: str, db: DbDep, settings: SettingsDep, request: Request
+    resource_type: str,
+    resource_id: str,
+    db: DbDep,
+    settings: SettingsDep,
+    request: Request,
+    access: AccessDep,
 ) -> Response:
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    change = await RestStore(db).read(ref)
+    change = await RestStore(db, access).read(ref)
     return fhir(change.document["resource"], 200, _read_headers(change, fhir_base(request, settings)))
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", response_class=FhirResponse)
 async def vread(
-    resource_type: str, resource_id: str, version_id: str, db: DbDep, settings: SettingsDep, request: Request
+    resource_type: str,
+    resource_id: str,
+    version_id: str,
+    db: DbDep,
+    settings: SettingsDep,
+    request: Request,
+    access: AccessDep,
 ) -> Response:
     """Only the current version is kept: older ones answer 404, the current one as a read."""
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
     if not version_id.isdigit():
         raise invalid(f"invalid version id {version_id!r}: expected a number")
-    change = await RestStore(db).read(ref, int(version_id))
+    change = await RestStore(db, access).read(ref, int(version_id))
     return fhir(change.document["resource"], 200, _read_headers(change, fhir_base(request, settings)))
 
 
@@ -106,6 +120,7 @@ async def update(
     request: Request,
     db: DbDep,
     settings: SettingsDep,
+    access: AccessDep,
     if_match: IfMatch = None,
 ) -> Response:
     """Update or create-on-update (201); a no-op keeps version and lastUpdated (200, same ETag)."""
@@ -113,13 +128,15 @@ async def update(
     check_id(resource_id)
     version = parse_if_match(if_match)
     resource = check_resource(await read_json(request), resource_type, resource_id)
-    change = await RestStore(db).update(resource, version)
+    change = await RestStore(db, access).update(resource, version)
     return change_response(change, request, fhir_base(request, settings))
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204)
-async def delete(resource_type: str, resource_id: str, db: DbDep, if_match: IfMatch = None) -> Response:
+async def delete(
+    resource_type: str, resource_id: str, db: DbDep, access: AccessDep, if_match: IfMatch = None
+) -> Response:
     """Tombstone the resource (later reads answer 410); deleting it again is a no-op 204."""
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    change = await RestStore(db).delete(ref, parse_if_match(if_match))
+    change = await RestStore(db, access).delete(ref, parse_if_match(if_match))
     return Response(status_code=204, headers={"ETag": etag(change.document["version"])})

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from setaccounts_api.deps import DbDep, ProducerDep
+from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 2.0
@@ -23,14 +24,15 @@ async def healthz() -> dict[str, str]:
 async def _check(coro: Any) -> str:
     try:
         await asyncio.wait_for(coro, CHECK_TIMEOUT)
-    except Exception as exc:
-        return f"unavailable: {type(exc).__name__}"
+    except Exception:
+        return "unavailable"  # no driver names or messages on an open endpoint
     return "ok"
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    """Prometheus metrics of this API process."""
+async def metrics(principal: PrincipalDep) -> Response:
+    """Prometheus metrics of this API process (an admin token is needed)."""
+    require_admin(principal, "/metrics")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

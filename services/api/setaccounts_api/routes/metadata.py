@@ -30,6 +30,27 @@ SEARCH_PARAMS: tuple[dict[str, str], ...] = (
         "documentation": "A compartment (Patient/123) or account the resource's meta.compartment lists.",
     },
 )
+SECURITY: dict[str, Any] = {
+    "cors": False,
+    "service": [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                    "display": "SMART-on-FHIR",
+                }
+            ],
+            "text": "OAuth2 bearer tokens (JWT) with SMART v2 scopes",
+        }
+    ],
+    "description": (
+        "Every interaction but this CapabilityStatement needs Authorization: Bearer <JWT>. SMART scopes "
+        "(system/ and user/, v2 cruds letters or v1 read/write) decide which interactions on which types a "
+        "token may perform; a token that is not an administrator sees and writes only resources in its "
+        "accounts' compartments. $set-accounts is reserved to administrators."
+    ),
+}
 TYPE_PARAM = {"name": "_type", "type": "token", "documentation": "Resource types to search (system search)."}
 
 
@@ -62,6 +83,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "security": SECURITY,
                 "resource": [{"type": t, **resource_entry} for t in sorted(RESOURCE_TYPES)],
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
                 "searchParam": [*SEARCH_PARAMS, TYPE_PARAM],

@@ -21,6 +21,7 @@ from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
 from setaccounts_api.fhir_body import check_id, check_type, read_json
 from setaccounts_api.parameters import operation_definition, parse_input
 from setaccounts_api.responses import FhirResponse, fhir
+from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["$set-accounts"])
 POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)
@@ -39,9 +40,11 @@ async def set_accounts(
     db: DbDep,
     producer: ProducerDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     prefer: Annotated[str | None, Header()] = None,
-    x_requested_by: Annotated[str | None, Header()] = None,
 ) -> FhirResponse:
+    """Admin-only; the job and the command record the token's subject (and client) as `requested_by`."""
+    require_admin(principal, "$set-accounts")
     target = f"{check_type(resource_type)}/{check_id(resource_id)}"
     params = parse_input(await read_json(request))
     stored = await ResourceStore(db).get(target)
@@ -55,7 +58,7 @@ async def set_accounts(
         target=target,
         accounts=params.accounts,
         propagate=params.propagate,
-        requested_by=x_requested_by or (request.client.host if request.client else None),
+        requested_by=principal.requested_by,
     )
     jobs = JobStore(db)
     job = await jobs.ensure(command)
@@ -64,7 +67,7 @@ async def set_accounts(
     except Exception as exc:
         await jobs.publish_failed(command.command_id)
         raise FhirError(
-            503, "transient", f"could not publish the command: {type(exc).__name__}", retriable=True
+            503, "transient", "could not publish the command; retry later", retriable=True
         ) from exc
 
     url = status_url(request, settings, command.command_id)

@@ -6,12 +6,13 @@ a 400. Deleted resources never match.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 
+from setaccounts.auth.scopes import Interaction
 from setaccounts.fhir.outcomes import invalid
 from setaccounts.fhir.references import parse_reference
 from setaccounts.store.meta import Document, Resource
@@ -19,8 +20,10 @@ from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import DbDep, SettingsDep
 from setaccounts_api.fhir_body import check_id, check_type, fhir_base, preferences
 from setaccounts_api.responses import FhirResponse, fhir
+from setaccounts_api.rest.access import Access, forbidden
 from setaccounts_api.rest.decisions import new_id
 from setaccounts_api.rest.queries import SearchQuery, search
+from setaccounts_api.security import AccessDep
 
 router = APIRouter(tags=["search"])
 DEFAULT_COUNT = 100
@@ -132,12 +135,30 @@ def searchset(base: str, url: str, parsed: Parsed, total: int, page: list[Docume
     return bundle
 
 
+def confine(parsed: Parsed, access: Access) -> SearchQuery:
+    """The query as the caller may run it: only the types its scopes let it search (403 for a type asked
+    for explicitly), and, for a non-admin, only resources in its accounts' compartments."""
+    allowed = access.principal.types_for(Interaction.SEARCH)
+    if allowed is not None:
+        for resource_type in parsed.types:
+            access.allow(Interaction.SEARCH, resource_type)
+        if not parsed.types:
+            if not allowed:
+                raise forbidden("the token's scopes allow no search (needs e.g. system/*.s or user/*.rs)")
+            parsed = replace(parsed, types=sorted(allowed))
+    query = to_query(parsed)
+    within = access.search_accounts()
+    if within is None:
+        return query
+    return replace(query, compartments=(*query.compartments, within))
+
+
 async def _search(
-    request: Request, db: DbDep, settings: SettingsDep, resource_type: str | None
+    request: Request, db: DbDep, settings: SettingsDep, resource_type: str | None, access: Access
 ) -> FhirResponse:
     strict = preferences(request).get("handling") == "strict"
     parsed = parse_params(request.query_params.multi_items(), resource_type, strict)
-    total, page = await search(ResourceStore(db), to_query(parsed), parsed.offset, parsed.count)
+    total, page = await search(ResourceStore(db), confine(parsed, access), parsed.offset, parsed.count)
     base = fhir_base(request, settings)
     url = f"{base}/{resource_type}" if resource_type else base
     return fhir(searchset(base, url, parsed, total, page))
@@ -145,11 +166,15 @@ async def _search(
 
 @router.get("", response_class=FhirResponse)
 @router.get("/", response_class=FhirResponse, include_in_schema=False)
-async def search_system(request: Request, db: DbDep, settings: SettingsDep) -> FhirResponse:
+async def search_system(
+    request: Request, db: DbDep, settings: SettingsDep, access: AccessDep
+) -> FhirResponse:
     """Across types: `_type` narrows, none means every type (e.g. everything in a compartment)."""
-    return await _search(request, db, settings, None)
+    return await _search(request, db, settings, None, access)
 
 
 @router.get("/{resource_type}", response_class=FhirResponse)
-async def search_type(resource_type: str, request: Request, db: DbDep, settings: SettingsDep) -> FhirResponse:
-    return await _search(request, db, settings, check_type(resource_type))
+async def search_type(
+    resource_type: str, request: Request, db: DbDep, settings: SettingsDep, access: AccessDep
+) -> FhirResponse:
+    return await _search(request, db, settings, check_type(resource_type), access)

@@ -1,0 +1,1 @@
+"""Who is calling and what they may do: SMART scopes, verified bearer tokens and their principal."""
