@@ -269,7 +269,8 @@ class JobStore:
     # --- aggregator ----------------------------------------------------------------------------------
 
     async def save_aggregate(self, job: Job, aggregate: Aggregate) -> None:
-        """Write the fold's result if no other aggregator wrote the job since `job` was read."""
+        """Write the fold's result if no other aggregator wrote the job since `job` was read (and, when it
+        ends the job, if no one else ended it meanwhile); StaleJob otherwise."""
         fields: StoredJob = {
             "tallies": {p: t.model_dump() for p, t in aggregate.tallies.items()},
             "processed": aggregate.processed,
@@ -282,9 +283,11 @@ class JobStore:
             fields["status"] = aggregate.status.value
         if aggregate.outcome is not None:
             fields["outcome"] = aggregate.outcome
-        guard: StoredJob = {"_id": job.id, "agg_rev": job.agg_rev if job.agg_rev is not None else None}
+        guard: StoredJob = {"_id": job.id, "agg_rev": job.agg_rev}
         if job.agg_rev is None:
             guard["agg_rev"] = {"$exists": False}
+        if aggregate.status is not None:
+            guard["status"] = _RUNNING  # a cancel that landed since the read wins: fold again
         result = await self._jobs.update_one(guard, {"$set": fields, "$unset": {"agg": ""}})
         if result.matched_count == 0:
             raise StaleJob(job.id)
