@@ -152,6 +152,8 @@ def test_nothing_outlives_a_killed_runner(
 ) -> None:
     env, port = stack_env
     env.update(servers.as_env())  # only the services matter here: reuse the session's engines
+    # servers named by the environment may be a cluster; the session's are one broker
+    env.update(SETACCOUNTS_REPLICATION_FACTOR="1", SETACCOUNTS_MIN_INSYNC_REPLICAS="1")
     stack = run_stack(env, port, tmp_path / "run.log", via_make=False)
     try:
         stack.wait_ready()
