@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -71,8 +73,16 @@ async def _dependency_error(request: Request, exc: Exception) -> FhirResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> FhirResponse:
-    log.exception("unhandled error", path=request.url.path, error=repr(exc))
+    """One log line: the error's type and where it was raised. Never its message or the frames' locals,
+    which may hold the request body (a driver error quotes the whole document it refused)."""
+    log.error("unhandled error", path=request.url.path, error=type(exc).__name__, at=raised_at(exc))
     return outcome_response(500, "exception", f"internal error: {type(exc).__name__}")
+
+
+def raised_at(exc: BaseException, frames: int = 6) -> str:
+    """The innermost `frames` of the traceback as `file.py:line in function` joined by ` < `."""
+    stack = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(stack))
 
 
 def install_error_handlers(app: FastAPI) -> None:
