@@ -1,15 +1,20 @@
 """Bodies the store cannot hold are refused fast, before the store, in one log line without the body; the
-event loop keeps serving while a large one is refused."""
+event loop keeps serving while a large one is refused; Bundles have an entry cap."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
 
+from setaccounts.settings import Settings
+from setaccounts_api.app import create_app
 from tests.helpers.resources import Snapshot
 
 pytestmark = pytest.mark.integration
@@ -122,3 +127,43 @@ async def test_healthz_answers_promptly_while_a_large_bad_body_is_refused(api: h
     assert response.json()["issue"][0]["diagnostics"].startswith("NUL character in a key")
     assert len(latencies) >= 3, f"healthz answered only {len(latencies)} times in {elapsed:.2f}s"
     assert max(latencies) < 1.0, f"slowest /healthz {max(latencies):.2f}s while refusing ({elapsed:.2f}s)"
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4") as client:
+            yield client
+
+
+def basic_entries(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "resource": {"resourceType": "Basic", "code": {"text": str(i)}},
+            "request": {"method": "POST", "url": "Basic"},
+        }
+        for i in range(count)
+    ]
+
+
+async def test_a_bundle_over_the_entry_cap_is_a_413_that_writes_nothing(
+    settings: Settings, snapshot: Snapshot
+) -> None:
+    capped = settings.model_copy(update={"max_bundle_entries": 5})
+    async with app_client(capped) as api:
+        for kind in ("transaction", "batch"):
+            at_cap = await api.post(
+                "", json={"resourceType": "Bundle", "type": kind, "entry": basic_entries(5)}
+            )
+            assert at_cap.status_code == 200, at_cap.text
+            before = await snapshot()
+            over = await api.post(
+                "", json={"resourceType": "Bundle", "type": kind, "entry": basic_entries(6)}
+            )
+            assert over.status_code == 413, over.text
+            issue = over.json()["issue"][0]
+            assert issue["code"] == "too-costly"
+            assert "6 entries" in issue["diagnostics"] and "at most 5" in issue["diagnostics"]
+            assert await snapshot() == before

@@ -18,7 +18,7 @@ router = APIRouter(tags=["bundle"])
 @router.post("/", response_class=FhirResponse, include_in_schema=False)
 async def process_bundle(request: Request, db: DbDep, settings: SettingsDep) -> FhirResponse:
     """Entries answer status, location, etag and lastModified; resources on `return=representation`."""
-    parsed = parse_bundle(await read_json(request), check_resource)
+    parsed = parse_bundle(await read_json(request), check_resource, settings.max_bundle_entries)
     store, base = RestStore(db), fhir_base(request, settings)
     with_resources = preferences(request).get("return") == "representation"
     if parsed.kind == "transaction":
