@@ -1,4 +1,4 @@
-# Entry points: `make run`, `make test`, `make lint`, `make bench`, `make contracts`.
+# Entry points: `make run`, `make test`, `make lint`, `make bench`, `make load`, `make contracts`.
 # Each target sets up its own virtualenv (.venv) from pyproject.toml on first use.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration lint bench contracts clean
+.PHONY: run test unit integration lint bench load contracts clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+load: $(STAMP)
+	$(BIN)/python benchmarks/load.py --output docs/benchmarks.md
 
 contracts: $(STAMP)
 	$(BIN)/python -m setaccounts.events.export docs/events

@@ -19,7 +19,7 @@ from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import Engines, engines
 from setaccounts_propagator.bootstrap import ROLES, run
-from tests.helpers.auth import Issuer, bearer
+from tests.helpers.auth import Issuer, client_of
 from tests.helpers.resources import Seed, store_resources
 
 ClientAs = Callable[[str | None], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -79,13 +79,6 @@ async def app(settings: Settings, db: AsyncDatabase[dict[str, Any]]) -> AsyncIte
     built = create_app(settings)
     async with built.router.lifespan_context(built):
         yield built
-
-
-def client_of(app: FastAPI, token: str | None) -> httpx.AsyncClient:
-    """An httpx client on `app` that sends `token` as its bearer token (None: anonymous)."""
-    headers = bearer(token) if token else {}
-    transport = httpx.ASGITransport(app=app)
-    return httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4", headers=headers)
 
 
 @pytest.fixture

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     base_url: str = Field("", description="Public base URL of the API; empty = taken from the request.")
     sync_wait_seconds: float = Field(30.0, ge=0, description="How long a call without respond-async waits.")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    max_bundle_entries: int = Field(
+        10_000, ge=1, description="Most entries in one transaction or batch Bundle (413 beyond)."
+    )
     plan_page_size: int = Field(1000, ge=1, description="Members read per planner page (and checkpoint).")
     apply_batch_size: int = Field(1000, ge=1, description="Most updates applied in one bulk write.")
     kafka_session_timeout_ms: int = Field(

@@ -10,6 +10,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
+from fastapi import FastAPI
+
 from setaccounts_dev.devkeys import SigningKey, claims_for
 
 AUDIENCE = "fhir-set-accounts-test"
@@ -105,3 +108,10 @@ class Issuer:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def client_of(app: FastAPI, token: str | None) -> httpx.AsyncClient:
+    """An httpx client on `app` that sends `token` as its bearer token (None: anonymous)."""
+    headers = bearer(token) if token else {}
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver/fhir/R4", headers=headers)

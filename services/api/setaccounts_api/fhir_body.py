@@ -6,8 +6,11 @@ Every refusal is a FhirError whose diagnostics name the exact problem, raised be
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import anyio.to_thread
+import structlog
 from fastapi import Request
 
 from setaccounts.fhir.outcomes import FhirError, invalid
@@ -15,11 +18,15 @@ from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 from setaccounts.settings import Settings
 from setaccounts.store.meta import Resource
 from setaccounts_api.rest.etags import version_of_etag
+from setaccounts_api.storable import Unstorable, check_storable
 
 FHIR_BASE_PATH = "/fhir/R4"
 JSON_MEDIA_TYPES = frozenset(
     {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 )
+# Bodies from this size on are parsed and checked in a worker thread, so the event loop keeps serving.
+THREAD_PARSE_BYTES = 64 * 1024
+log = structlog.get_logger(__name__)
 
 
 def fhir_base(request: Request, settings: Settings) -> str:
@@ -43,24 +50,60 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class BodyRefused(FhirError):
+    """A body that cannot be read or stored; `reason` is a fixed phrase, safe to log (no body content)."""
+
+    def __init__(self, status: int, code: str, reason: str, detail: str, where: str | None = None) -> None:
+        super().__init__(status, code, f"{reason}{detail}", expression=[where] if where else None)
+        self.reason = reason
+
+
 def parse_json(raw: bytes) -> Any:
-    """The JSON value of `raw`; malformed input is a 400 that says where it broke."""
+    """The JSON value of `raw`, checked storable; malformed input is a 400 that says where it broke, a
+    resource over the document size limit a 413. Diagnostics never quote the body's values."""
     if not raw.strip():
-        raise invalid("the request body is empty: expected a FHIR resource as JSON")
+        raise BodyRefused(400, "invalid", "the request body is empty", ": expected a FHIR resource as JSON")
     try:
-        return json.loads(raw, parse_constant=_no_constants)
+        value = json.loads(raw, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
-        raise invalid(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        detail = f": {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise BodyRefused(400, "invalid", "malformed JSON", detail) from exc
     except UnicodeDecodeError as exc:
-        raise invalid(f"malformed JSON: the body is not UTF-8 ({exc.reason})") from exc
+        detail = f": the body is not UTF-8 ({exc.reason})"
+        raise BodyRefused(400, "invalid", "malformed JSON", detail) from exc
     except (ValueError, RecursionError) as exc:
-        raise invalid(f"malformed JSON: {exc}") from exc
+        raise BodyRefused(400, "invalid", "malformed JSON", f": {exc}") from exc
+    try:
+        check_storable(value)
+    except Unstorable as exc:
+        code = "too-costly" if exc.status == 413 else "invalid"
+        raise BodyRefused(exc.status, code, exc.reason, f" at {exc.where}", exc.where) from None
+    return value
 
 
 async def read_json(request: Request) -> Any:
-    """The request body as JSON after checking its Content-Type (415 unless JSON)."""
+    """The request body as JSON after checking its Content-Type (415 unless JSON).
+
+    Large bodies are parsed in a worker thread. A refused body is logged in one line: path, status, size
+    and the reason, never the body or anything quoted from it.
+    """
     _check_media_type(request)
-    return parse_json(await request.body())
+    raw = await request.body()
+    started = time.perf_counter()
+    try:
+        if len(raw) < THREAD_PARSE_BYTES:
+            return parse_json(raw)
+        return await anyio.to_thread.run_sync(parse_json, raw)
+    except FhirError as exc:
+        log.info(
+            "request body refused",
+            path=request.url.path,
+            status=exc.status,
+            reason=exc.reason if isinstance(exc, BodyRefused) else exc.code,
+            bytes=len(raw),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        raise
 
 
 def check_type(resource_type: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import traceback
 import uuid
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -72,10 +74,24 @@ async def _dependency_error(request: Request, exc: Exception) -> FhirResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> FhirResponse:
-    """A 500 that names nothing internal; the log has the details under the same incident id."""
+    """A 500 that names nothing internal, logged in one line under the same incident id: the error's type
+    and where it was raised. Never its message or the frames' locals, which may hold the request body (a
+    driver error quotes the whole document it refused)."""
     incident = uuid.uuid4().hex[:12]
-    log.exception("unhandled error", path=request.url.path, error=type(exc).__name__, incident=incident)
+    log.error(
+        "unhandled error",
+        path=request.url.path,
+        error=type(exc).__name__,
+        at=raised_at(exc),
+        incident=incident,
+    )
     return outcome_response(500, "exception", f"internal error (incident {incident})")
+
+
+def raised_at(exc: BaseException, frames: int = 6) -> str:
+    """The innermost `frames` of the traceback as `file.py:line in function` joined by ` < `."""
+    stack = traceback.extract_tb(exc.__traceback__)[-frames:]
+    return " < ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(stack))
 
 
 def install_error_handlers(app: FastAPI) -> None:

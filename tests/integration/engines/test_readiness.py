@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -10,7 +13,8 @@ import pytest
 
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
-from setaccounts_dev.engines import start_embedded_kafka, start_secantus
+from setaccounts_api.routes.health import CHECK_TIMEOUT
+from setaccounts_dev.engines import EmbeddedProcess, start_embedded_kafka, start_secantus, start_tansu
 from tests.helpers.auth import Issuer
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
@@ -51,3 +55,53 @@ async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer
     finally:
         kafka.stop()
         mongo.stop()
+
+
+async def test_readiness_is_a_quick_503_when_the_store_stops_answering(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A store that hangs (SIGSTOP: the socket stays open, nothing answers) must not hang /readyz."""
+    mongo, uri = await asyncio.to_thread(start_secantus, tmp_path)
+    try:
+        await check_hang(settings.model_copy(update={"mongodb_uri": uri}), mongo, "mongodb")
+    finally:
+        await asyncio.to_thread(mongo.stop)
+
+
+async def test_readiness_is_a_quick_503_when_the_broker_stops_answering(
+    settings: Settings, tmp_path: Path
+) -> None:
+    kafka, bootstrap = await asyncio.to_thread(start_tansu, tmp_path)
+    try:
+        await check_hang(settings.model_copy(update={"kafka_bootstrap_servers": bootstrap}), kafka, "kafka")
+    finally:
+        await asyncio.to_thread(kafka.stop)
+
+
+async def check_hang(settings: Settings, engine: EmbeddedProcess, name: str) -> None:
+    """Readiness with `engine` stopped by SIGSTOP: 503 naming it within the check's timeout, every time;
+    ready again once it answers."""
+    other = "kafka" if name == "mongodb" else "mongodb"
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            assert (await ready(client))[0] == 200
+            os.kill(engine.process.pid, signal.SIGSTOP)
+            try:
+                for _ in range(3):  # the first check and the ones after it, with connections held open
+                    started = time.monotonic()
+                    status, body = await ready(client)
+                    elapsed = time.monotonic() - started
+                    assert status == 503, body
+                    assert body[name].startswith("unavailable") and body[other] == "ok", body
+                    assert elapsed < CHECK_TIMEOUT + 1.5, f"/readyz took {elapsed:.2f}s"
+                assert (await client.get("/healthz")).status_code == 200
+            finally:
+                os.kill(engine.process.pid, signal.SIGCONT)
+            for _ in range(100):  # answering again: ready again
+                if (await ready(client))[0] == 200:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                pytest.fail(f"/readyz did not come back after {name} answered again")

@@ -79,8 +79,9 @@ def at_entry(index: int, error: FhirError) -> FhirError:
     )
 
 
-def parse_bundle(body: Any, check: ResourceCheck) -> BundleRequest:
-    """The Bundle's kind and entries; a bad Bundle is a 400, a bad entry becomes that entry's error."""
+def parse_bundle(body: Any, check: ResourceCheck, max_entries: int | None = None) -> BundleRequest:
+    """The Bundle's kind and entries; a bad Bundle is a 400, one with more than `max_entries` entries a
+    413, and a bad entry becomes that entry's error."""
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise invalid("POST to the base URL takes a Bundle of type transaction or batch")
     kind = body.get("type")
@@ -89,6 +90,14 @@ def parse_bundle(body: Any, check: ResourceCheck) -> BundleRequest:
     raw = body.get("entry", [])
     if not isinstance(raw, list):
         raise invalid("Bundle.entry must be an array", ["Bundle.entry"])
+    if max_entries is not None and len(raw) > max_entries:
+        raise FhirError(
+            413,
+            "too-costly",
+            f"the Bundle has {len(raw)} entries; this server takes at most {max_entries} per Bundle: "
+            "split it into several",
+            expression=["Bundle.entry"],
+        )
     entries: list[Entry | FhirError] = []
     for index, item in enumerate(raw):
         try:

@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from pymongo import ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError
 
+from setaccounts.fhir.outcomes import FhirError
 from setaccounts.store.meta import Document, Resource
 from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionConflict, now
 from setaccounts_api.rest.access import Access
@@ -39,7 +40,11 @@ class RestStore(ResourceStore):
         replaces = sum(isinstance(op, ReplaceOne) for op in ops)
         try:
             result = await self.collection.bulk_write(ops, ordered=False, session=session)
+        except DocumentTooLarge:
+            raise _too_large() from None
         except (DuplicateKeyError, BulkWriteError) as exc:
+            if isinstance(exc, BulkWriteError) and _refused_as_too_large(exc):
+                raise _too_large() from None  # the error quotes the whole document: never keep it
             raise VersionConflict(_first_ref(changes)) from exc
         if result.matched_count < replaces:
             raise VersionConflict(_first_ref(changes))
@@ -93,6 +98,19 @@ class RestStore(ResourceStore):
                 continue
             return change
         raise conflict(ref)
+
+
+# MongoDB's BSONObjectTooLarge, and an update whose result would be too large.
+TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+
+def _refused_as_too_large(exc: BulkWriteError) -> bool:
+    return any(error.get("code") in TOO_LARGE_CODES for error in exc.details.get("writeErrors", []))
+
+
+def _too_large() -> FhirError:
+    """The last line of defence: `read_json` refuses such bodies before they reach the store."""
+    return FhirError(413, "too-costly", "a resource exceeds the store's document size limit")
 
 
 def _first_ref(changes: Sequence[Change]) -> str:

@@ -21,7 +21,7 @@ async def process_bundle(
     request: Request, db: DbDep, settings: SettingsDep, access: AccessDep
 ) -> FhirResponse:
     """Entries answer status, location, etag and lastModified; resources on `return=representation`."""
-    parsed = parse_bundle(await read_json(request), check_resource)
+    parsed = parse_bundle(await read_json(request), check_resource, settings.max_bundle_entries)
     store, base = RestStore(db, access), fhir_base(request, settings)
     with_resources = preferences(request).get("return") == "representation"
     if parsed.kind == "transaction":

@@ -328,3 +328,16 @@ def test_response_bundle_lines() -> None:
     assert deleted == {"response": {"status": "204 No Content"}}
     assert failed["response"]["status"] == "404 Not Found"
     assert failed["response"]["outcome"]["issue"][0]["diagnostics"] == "nope"
+
+
+def test_the_entry_cap_is_checked_before_any_entry_is_parsed() -> None:
+    """50,000 entries once held the store for minutes: over the cap the Bundle is refused as a whole, and
+    an entry that would fail on its own does not hide it."""
+    entries = [entry("POST", "Basic", {"resourceType": "Basic"}) for _ in range(50_000)]
+    parse_bundle(bundle("batch", *entries[:10]), check_resource, max_entries=10)
+    for kind in ("transaction", "batch"):
+        with pytest.raises(FhirError) as refused:
+            parse_bundle(bundle(kind, {"junk": True}, *entries), check_resource, max_entries=10_000)
+        assert (refused.value.status, refused.value.code) == (413, "too-costly")
+        assert refused.value.expression == ["Bundle.entry"]
+        assert "50001 entries" in refused.value.diagnostics
