@@ -56,7 +56,8 @@ def api_process(settings: Settings, timeout: float = 60) -> Iterator[tuple[subpr
         "--port",
         str(port),
     ]
-    proc = subprocess.Popen(argv, env=_env(settings), start_new_session=True)
+    env = {**_env(settings), "SETACCOUNTS_TRUSTED_HOSTS": "127.0.0.1"}  # the Host it is called by
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -12,6 +12,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.settings import Settings
+from tests.helpers.auth import Issuer, bearer
 from tests.helpers.parameters import outputs, parameters
 from tests.helpers.processes import api_process, kill_9, propagator_process
 from tests.helpers.resources import Seed, patient_with_members
@@ -31,13 +32,14 @@ async def applying(db: AsyncDatabase[dict[str, Any]], target: str, timeout: floa
 
 
 async def test_kill_9_of_the_api_during_a_sync_call_loses_no_job(
-    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed, issuer: Issuer
 ) -> None:
+    admin = bearer(issuer.admin_token())
     slow = settings.model_copy(update={"apply_batch_size": 100, "sync_wait_seconds": 120})
     await seed(*patient_with_members("p1", MEMBERS))
     with propagator_process(slow):
         with api_process(slow) as (api, base):
-            async with httpx.AsyncClient(base_url=base, timeout=180) as client:
+            async with httpx.AsyncClient(base_url=base, timeout=180, headers=admin) as client:
                 call = asyncio.create_task(
                     client.post(
                         "/Patient/p1/$set-accounts", json=parameters("Organization/a", propagate=True)
@@ -48,7 +50,7 @@ async def test_kill_9_of_the_api_during_a_sync_call_loses_no_job(
                 with contextlib.suppress(httpx.HTTPError):
                     await call  # the connection dies with the process
         with api_process(slow) as (_api, base):
-            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            async with httpx.AsyncClient(base_url=base, timeout=30, headers=admin) as client:
                 status_url = f"{base}/job/{job['_id']}/status"
                 for _ in range(600):
                     answer = await client.get(status_url)
