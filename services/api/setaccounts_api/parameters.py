@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from setaccounts.events import Mode
 from setaccounts.fhir.outcomes import invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 
@@ -29,8 +30,12 @@ def _reference(param: dict[str, Any], index: int) -> str:
     return ref
 
 
-def parse_input(body: Any) -> SetAccountsInput:
-    """Read `accounts` (0..* valueReference) and `propagate` (0..1 valueBoolean) from a Parameters body."""
+OPERATIONS: dict[str, Mode] = {"set-accounts": "set", "add-accounts": "add", "remove-accounts": "remove"}
+
+
+def parse_input(body: Any, operation: str = "set-accounts") -> SetAccountsInput:
+    """Read `accounts` (valueReference: 0..* for $set-accounts, 1..* for $add-accounts and
+    $remove-accounts) and `propagate` (0..1 valueBoolean) from a Parameters body."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise invalid("the body must be a FHIR Parameters resource")
     params = body.get("parameter", [])
@@ -54,6 +59,8 @@ def parse_input(body: Any) -> SetAccountsInput:
                 f"unknown parameter {name!r}; expected 'accounts' or 'propagate'",
                 [f"Parameters.parameter[{index}]"],
             )
+    if not accounts and OPERATIONS[operation] != "set":
+        raise invalid(f"${operation} needs at least one 'accounts' parameter")
     return SetAccountsInput(list(dict.fromkeys(accounts)), bool(propagate))
 
 
@@ -67,7 +74,7 @@ def output(updated: int, changed: int) -> dict[str, Any]:
     }
 
 
-def operation_definition() -> dict[str, Any]:
-    text = (Path(__file__).parent / "definitions" / "set-accounts.json").read_text()
+def operation_definition(operation: str = "set-accounts") -> dict[str, Any]:
+    text = (Path(__file__).parent / "definitions" / f"{operation}.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded

@@ -1,4 +1,5 @@
-"""`POST /fhir/R4/{type}/{id}/$set-accounts`: validate, record the job, publish the command, then either
+"""`POST /fhir/R4/{type}/{id}/$set-accounts` (and `$add-accounts`, `$remove-accounts`: the same command with
+another mode): validate, record the job, publish the command, then either
 answer 202 at once (`Prefer: respond-async`) or wait for the result up to a bound."""
 
 from __future__ import annotations
@@ -19,17 +20,28 @@ from setaccounts.store.resources import ResourceStore
 from setaccounts_api.answers import accepted, job_answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
 from setaccounts_api.fhir_body import check_id, check_type, read_json
-from setaccounts_api.parameters import operation_definition, parse_input
+from setaccounts_api.parameters import OPERATIONS, operation_definition, parse_input
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["$set-accounts"])
 POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)
+PreferHeader = Annotated[str | None, Header()]
 
 
 @router.get("/OperationDefinition/set-accounts")
 async def get_operation_definition() -> FhirResponse:
-    return fhir(operation_definition())
+    return fhir(operation_definition("set-accounts"))
+
+
+@router.get("/OperationDefinition/add-accounts")
+async def get_add_definition() -> FhirResponse:
+    return fhir(operation_definition("add-accounts"))
+
+
+@router.get("/OperationDefinition/remove-accounts")
+async def get_remove_definition() -> FhirResponse:
+    return fhir(operation_definition("remove-accounts"))
 
 
 @router.post("/{resource_type}/{resource_id}/$set-accounts")
@@ -41,12 +53,71 @@ async def set_accounts(
     producer: ProducerDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    prefer: Annotated[str | None, Header()] = None,
+    prefer: PreferHeader = None,
 ) -> FhirResponse:
-    """Admin-only; the job and the command record the token's subject (and client) as `requested_by`."""
-    require_admin(principal, "$set-accounts")
+    """Replace the target's accounts. Admin-only; the job and the command record the token's subject (and
+    client) as `requested_by`."""
+    return await _run(
+        "set-accounts", f"{resource_type}/{resource_id}", request, db, producer, settings, principal, prefer
+    )
+
+
+@router.post("/{resource_type}/{resource_id}/$add-accounts")
+async def add_accounts(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: PreferHeader = None,
+) -> FhirResponse:
+    """Append accounts to the target (and, with `propagate`, its members). Admin-only."""
+    return await _run(
+        "add-accounts", f"{resource_type}/{resource_id}", request, db, producer, settings, principal, prefer
+    )
+
+
+@router.post("/{resource_type}/{resource_id}/$remove-accounts")
+async def remove_accounts(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: PreferHeader = None,
+) -> FhirResponse:
+    """Remove accounts from the target (and, with `propagate`, its members unless another of their
+    patients holds them). Admin-only."""
+    return await _run(
+        "remove-accounts",
+        f"{resource_type}/{resource_id}",
+        request,
+        db,
+        producer,
+        settings,
+        principal,
+        prefer,
+    )
+
+
+async def _run(
+    operation: str,
+    path: str,
+    request: Request,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: str | None,
+) -> FhirResponse:
+    require_admin(principal, f"${operation}")
+    resource_type, resource_id = path.split("/", 1)
     target = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    params = parse_input(await read_json(request))
+    params = parse_input(await read_json(request), operation)
     stored = await ResourceStore(db).get(target)
     if stored is None:
         raise not_found(target)
@@ -57,6 +128,7 @@ async def set_accounts(
         command_id=str(uuid.uuid4()),
         target=target,
         accounts=params.accounts,
+        mode=OPERATIONS[operation],
         propagate=params.propagate,
         requested_by=principal.requested_by,
     )
