@@ -16,6 +16,7 @@ from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 class SetAccountsInput:
     accounts: list[str]
     propagate: bool
+    dry_run: bool = False
 
 
 def _reference(param: dict[str, Any], index: int) -> str:
@@ -35,33 +36,35 @@ OPERATIONS: dict[str, Mode] = {"set-accounts": "set", "add-accounts": "add", "re
 
 def parse_input(body: Any, operation: str = "set-accounts") -> SetAccountsInput:
     """Read `accounts` (valueReference: 0..* for $set-accounts, 1..* for $add-accounts and
-    $remove-accounts) and `propagate` (0..1 valueBoolean) from a Parameters body."""
+    $remove-accounts), `propagate` and `dryRun` (0..1 valueBoolean each) from a Parameters body."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise invalid("the body must be a FHIR Parameters resource")
     params = body.get("parameter", [])
     if not isinstance(params, list):
         raise invalid("Parameters.parameter must be a list")
     accounts: list[str] = []
-    propagate: bool | None = None
+    flags: dict[str, bool] = {}
     for index, param in enumerate(params):
         name = param.get("name") if isinstance(param, dict) else None
         if name == "accounts":
             accounts.append(_reference(param, index))
-        elif name == "propagate":
-            if propagate is not None or not isinstance(param.get("valueBoolean"), bool):
+        elif name in ("propagate", "dryRun"):
+            if name in flags or not isinstance(param.get("valueBoolean"), bool):
                 raise invalid(
-                    "'propagate' must appear at most once, as a valueBoolean",
+                    f"'{name}' must appear at most once, as a valueBoolean",
                     [f"Parameters.parameter[{index}]"],
                 )
-            propagate = param["valueBoolean"]
+            flags[name] = param["valueBoolean"]
         else:
             raise invalid(
-                f"unknown parameter {name!r}; expected 'accounts' or 'propagate'",
+                f"unknown parameter {name!r}; expected 'accounts', 'propagate' or 'dryRun'",
                 [f"Parameters.parameter[{index}]"],
             )
     if not accounts and OPERATIONS[operation] != "set":
         raise invalid(f"${operation} needs at least one 'accounts' parameter")
-    return SetAccountsInput(list(dict.fromkeys(accounts)), bool(propagate))
+    return SetAccountsInput(
+        list(dict.fromkeys(accounts)), flags.get("propagate", False), flags.get("dryRun", False)
+    )
 
 
 def output(updated: int, changed: int) -> dict[str, Any]:

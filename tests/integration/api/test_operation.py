@@ -161,12 +161,17 @@ async def test_empty_accounts_clear_the_target_and_propagate_removal(
 async def test_operation_definition_is_served(api: httpx.AsyncClient, code: str, accounts_min: int) -> None:
     definition = (await api.get(f"/OperationDefinition/{code}")).json()
     assert definition["code"] == code
-    assert {p["name"] for p in definition["parameter"]} == {
-        "accounts",
-        "propagate",
-        "resourcesUpdated",
-        "resourcesChanged",
-    }
+    assert [(p["name"], p["use"]) for p in definition["parameter"]] == [
+        ("accounts", "in"),
+        ("propagate", "in"),
+        ("dryRun", "in"),
+        ("resourcesUpdated", "out"),
+        ("resourcesChanged", "out"),
+        ("dryRun", "out"),
+        ("accountsBefore", "out"),
+        ("accountsAfter", "out"),
+        ("member", "out"),
+    ]
     assert definition["parameter"][0]["min"] == accounts_min
 
 

@@ -5,27 +5,33 @@ answer 202 at once (`Prefer: respond-async`) or wait for the result up to a boun
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 
-from setaccounts.events import SetAccountsCommand
-from setaccounts.fhir.outcomes import FhirError, not_found
+from setaccounts.events import Mode, SetAccountsCommand
+from setaccounts.fhir.outcomes import FhirError, invalid, not_found, operation_outcome
 from setaccounts.jobs import Job, JobStore
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
+from setaccounts.store.meta import Document
 from setaccounts.store.resources import ResourceStore
-from setaccounts_api.answers import accepted, job_answer, status_url
+from setaccounts_api.answers import RETRY_AFTER_SECONDS, accepted, job_answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
-from setaccounts_api.fhir_body import check_id, check_type, read_json
-from setaccounts_api.parameters import OPERATIONS, operation_definition, parse_input
+from setaccounts_api.dry_run import DryRuns, preview
+from setaccounts_api.dry_run import failed as dry_run_failed
+from setaccounts_api.dry_run import output as dry_run_output
+from setaccounts_api.fhir_body import check_id, check_type, fhir_base, read_json
+from setaccounts_api.parameters import OPERATIONS, SetAccountsInput, operation_definition, parse_input
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["$set-accounts"])
 POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)
+DEFAULT_SAMPLE, MAX_SAMPLE = 20, 1000  # members listed by a synchronous dry run (`_count`)
 PreferHeader = Annotated[str | None, Header()]
 
 
@@ -123,6 +129,8 @@ async def _run(
         raise not_found(target)
     if stored.get("deleted"):
         raise FhirError(410, "deleted", f"{target} was deleted")
+    if params.dry_run:
+        return await _dry_run(request, db, settings, principal, prefer, stored, OPERATIONS[operation], params)
 
     command = SetAccountsCommand(
         command_id=str(uuid.uuid4()),
@@ -143,7 +151,7 @@ async def _run(
         ) from exc
 
     url = status_url(request, settings, command.command_id)
-    if prefer and "respond-async" in prefer.replace(" ", "").lower().split(","):
+    if _respond_async(prefer):
         COMMANDS.labels("async").inc()
         return accepted(job, url)
     COMMANDS.labels("sync").inc()
@@ -160,3 +168,61 @@ async def _wait(jobs: JobStore, command_id: str, seconds: float) -> Job | None:
         step += 1
         job = await jobs.get(command_id)
     return job
+
+
+def _respond_async(prefer: str | None) -> bool:
+    return bool(prefer) and "respond-async" in (prefer or "").replace(" ", "").lower().split(",")
+
+
+async def _dry_run(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: str | None,
+    stored: Document,
+    mode: Mode,
+    params: SetAccountsInput,
+) -> FhirResponse:
+    """Answer what a real run would, without writing or publishing: at once (with a sample of the members
+    that would change, at most `_count`), or 202 and a status URL this process serves from memory when
+    asked to respond async or when the compartment is larger than `dry_run_async_above`."""
+    sample_size = _sample_size(request)
+    run = functools.partial(preview, db, stored, mode, params.accounts, propagate=params.propagate)
+    large = params.propagate and (
+        await ResourceStore(db).count_members(stored["_id"]) > settings.dry_run_async_above
+    )
+    if not (large or _respond_async(prefer)):
+        return fhir(dry_run_output(await run(sample_size=sample_size), with_sample=True))
+    run_id = _dry_runs(request).start(asyncio.create_task(run(sample_size=0)), principal.requested_by)
+    url = f"{fhir_base(request, settings)}/dry-run/{run_id}/status"
+    body = operation_outcome("informational", f"dry run {run_id} is running", severity="information")
+    return fhir(body, 202, {"Content-Location": url, "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@router.get("/dry-run/{run_id}/status")
+async def dry_run_status(run_id: str, request: Request, principal: PrincipalDep) -> FhirResponse:
+    """A dry run's answer: 202 while it runs, then its Parameters (served by the API process that runs it)."""
+    require_admin(principal, "a dry run")
+    task = _dry_runs(request).get(run_id, principal.requested_by, principal.admin)
+    if not task.done():
+        body = operation_outcome("informational", f"dry run {run_id} is running", severity="information")
+        return fhir(body, 202, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    error = task.exception()
+    if error is not None:
+        return fhir(dry_run_failed(error), 500)
+    return fhir(dry_run_output(task.result(), with_sample=False))
+
+
+def _dry_runs(request: Request) -> DryRuns:
+    runs: DryRuns | None = getattr(request.app.state, "dry_runs", None)
+    if runs is None:
+        runs = request.app.state.dry_runs = DryRuns()
+    return runs
+
+
+def _sample_size(request: Request) -> int:
+    raw = request.query_params.get("_count", str(DEFAULT_SAMPLE))
+    if not raw.isdigit() or int(raw) > MAX_SAMPLE:
+        raise invalid(f"_count must be a whole number from 0 to {MAX_SAMPLE}", ["_count"])
+    return int(raw)
