@@ -1,4 +1,4 @@
-# Entry points: `make run`, `make test`, `make lint`, `make bench`, `make contracts`.
+# Entry points: `make run`, `make test`, `make lint`, `make bench`, `make contracts`, `make audit ARGS=...`.
 # Each target sets up its own virtualenv (.venv) from pyproject.toml on first use.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration lint bench contracts clean
+.PHONY: run test unit integration lint bench contracts audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The audit CLI against the stack `make run` started in this checkout (or the servers in the environment).
+audit: $(STAMP)
+	$(BIN)/setaccounts-audit $(ARGS)
 
 contracts: $(STAMP)
 	$(BIN)/python -m setaccounts.events.export docs/events
