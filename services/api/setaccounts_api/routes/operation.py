@@ -64,7 +64,7 @@ async def set_accounts(
     """Replace the target's accounts. Admin-only; the job and the command record the token's subject (and
     client) as `requested_by`."""
     return await _run(
-        "set-accounts", f"{resource_type}/{resource_id}", request, db, producer, settings, principal, prefer
+        "set-accounts", resource_type, resource_id, request, db, producer, settings, principal, prefer
     )
 
 
@@ -81,7 +81,7 @@ async def add_accounts(
 ) -> FhirResponse:
     """Append accounts to the target (and, with `propagate`, its members). Admin-only."""
     return await _run(
-        "add-accounts", f"{resource_type}/{resource_id}", request, db, producer, settings, principal, prefer
+        "add-accounts", resource_type, resource_id, request, db, producer, settings, principal, prefer
     )
 
 
@@ -100,7 +100,8 @@ async def remove_accounts(
     patients holds them). Admin-only."""
     return await _run(
         "remove-accounts",
-        f"{resource_type}/{resource_id}",
+        resource_type,
+        resource_id,
         request,
         db,
         producer,
@@ -112,7 +113,8 @@ async def remove_accounts(
 
 async def _run(
     operation: str,
-    path: str,
+    resource_type: str,
+    resource_id: str,
     request: Request,
     db: DbDep,
     producer: ProducerDep,
@@ -121,7 +123,6 @@ async def _run(
     prefer: str | None,
 ) -> FhirResponse:
     require_admin(principal, f"${operation}")
-    resource_type, resource_id = path.split("/", 1)
     target = f"{check_type(resource_type)}/{check_id(resource_id)}"
     params = parse_input(await read_json(request), operation)
     stored = await ResourceStore(db).get(target)
