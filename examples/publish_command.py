@@ -114,7 +114,7 @@ async def main(
             key=command.target.encode(),
             headers=headers_of(command.type, command.schema_version),
         )
-        print(f"published {command.command_id}: {target} -> {accounts} (propagate={propagate})", file=out)
+        print(f"published {command.command_id}: {target} {mode} {accounts} (propagate={propagate})", file=out)
 
         finished = await _wait_for_finish(results, command.command_id, wait_seconds)
     finally:
