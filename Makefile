@@ -1,4 +1,5 @@
-# Entry points: `make run`, `make test`, `make lint`, `make bench`, `make load`, `make contracts`.
+# Entry points: `make run`, `make test`, `make lint`, `make bench`, `make load`, `make contracts`,
+# `make audit ARGS=...`.
 # Each target sets up its own virtualenv (.venv) from pyproject.toml on first use.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -6,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test unit integration lint bench load contracts clean
+.PHONY: run test unit integration lint bench load contracts audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,10 @@ bench: $(STAMP)
 
 load: $(STAMP)
 	$(BIN)/python benchmarks/load.py --output docs/benchmarks.md
+
+# The audit CLI against the stack `make run` started in this checkout (or the servers in the environment).
+audit: $(STAMP)
+	$(BIN)/setaccounts-audit $(ARGS)
 
 contracts: $(STAMP)
 	$(BIN)/python -m setaccounts.events.export docs/events

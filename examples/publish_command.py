@@ -3,6 +3,10 @@
     KAFKA_BOOTSTRAP_SERVERS=localhost:9092 SETACCOUNTS_TOPIC_PREFIX= \\
         python examples/publish_command.py Patient/123 Organization/acme Organization/beta --propagate
 
+With `make run` going in this checkout no variables are needed: the addresses are read from
+`.run/stack.json`, which `make run` writes while it runs. `--mode add` or `--mode remove` asks for what
+`$add-accounts` or `$remove-accounts` do.
+
 What it shows:
 1. The command goes to `<prefix>set-accounts.commands`, keyed by the target reference (so commands for one
    target stay in order), with the headers `event-type`, `schema-version` and `content-type`.
@@ -23,15 +27,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import IO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
-from setaccounts.events import CommandFinished, SetAccountsCommand
+from setaccounts.events import CommandFinished, Mode, SetAccountsCommand
+
+
+def running_stack() -> dict[str, str]:
+    """The addresses `make run` recorded in this checkout's `.run/stack.json` while it runs (else {})."""
+    path = Path(__file__).resolve().parent.parent / ".run" / "stack.json"
+    try:
+        info = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)  # a file left by a stack that was killed names a gone process
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: str(v) for k, v in info.items()}
 
 
 def topic_names(prefix: str) -> tuple[str, str]:
@@ -52,6 +70,7 @@ async def main(
     accounts: list[str],
     *,
     propagate: bool = False,
+    mode: Mode = "set",
     bootstrap_servers: str | None = None,
     topic_prefix: str | None = None,
     requested_by: str = "example-service",
@@ -59,8 +78,12 @@ async def main(
     out: IO[str] | None = None,
 ) -> CommandFinished:
     """Publish one command and return (and print) its CommandFinished."""
-    servers = bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    prefix = os.environ.get("SETACCOUNTS_TOPIC_PREFIX", "") if topic_prefix is None else topic_prefix
+    stack = running_stack() if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ else {}
+    servers = bootstrap_servers or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS", stack.get("kafka_bootstrap_servers", "localhost:9092")
+    )
+    default_prefix = os.environ.get("SETACCOUNTS_TOPIC_PREFIX", stack.get("topic_prefix", ""))
+    prefix = default_prefix if topic_prefix is None else topic_prefix
     commands_topic, results_topic = topic_names(prefix)
     out = out or sys.stdout
 
@@ -69,6 +92,7 @@ async def main(
         command_id=str(uuid.uuid4()),
         target=target,
         accounts=accounts,
+        mode=mode,
         propagate=propagate,
         requested_by=requested_by,
     )
@@ -90,7 +114,7 @@ async def main(
             key=command.target.encode(),
             headers=headers_of(command.type, command.schema_version),
         )
-        print(f"published {command.command_id}: {target} -> {accounts} (propagate={propagate})", file=out)
+        print(f"published {command.command_id}: {target} {mode} {accounts} (propagate={propagate})", file=out)
 
         finished = await _wait_for_finish(results, command.command_id, wait_seconds)
     finally:
@@ -126,10 +150,19 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("target", help="The resource whose accounts to set, e.g. Patient/123.")
     parser.add_argument("accounts", nargs="*", help="Its new accounts, e.g. Organization/acme (none clears).")
     parser.add_argument("--propagate", action="store_true", help="Also update its compartment's members.")
+    parser.add_argument(
+        "--mode", choices=("set", "add", "remove"), default="set", help="Set (default), add or remove them."
+    )
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = _arguments(None)
-    answer = asyncio.run(main(args.target, args.accounts, propagate=args.propagate))
+    try:
+        answer = asyncio.run(main(args.target, args.accounts, propagate=args.propagate, mode=args.mode))
+    except KafkaConnectionError as exc:
+        sys.exit(
+            f"cannot reach Kafka ({exc}). Start the stack with `make run` in this checkout (found through "
+            ".run/stack.json while it runs), or set KAFKA_BOOTSTRAP_SERVERS to your brokers."
+        )
     sys.exit(0 if answer.status == "completed" else 1)

@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from setaccounts import stack_file
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_dev.devkeys import dev_auth_env
@@ -142,6 +143,7 @@ def main() -> None:
             )
         )
         wait_ready(f"http://{HOST}:{PORT}/readyz", procs)
+        stack_file.write(workdir, env, f"http://{HOST}:{PORT}/fhir/R4")  # the tools find the stack here
         say(
             f"ready in {time.monotonic() - started:.1f}s: API on http://{HOST}:{PORT}/fhir/R4 "
             f"(docs http://{HOST}:{PORT}/docs). Ctrl-C stops everything."
@@ -153,6 +155,7 @@ def main() -> None:
         say(f"{signalled.args[0] if signalled.args else 'interrupted'} received")
     finally:
         _ignore_stop_signals()
+        stack_file.remove(workdir)
         say("stopping")
         stop_all(procs)
         if stack is not None:

@@ -4,8 +4,8 @@ Who writes what (every write is a `JobStore` method named for the step; `updated
 
 | field                                                  | writer                                         |
 |--------------------------------------------------------|------------------------------------------------|
-| target, accounts, propagate, requested_*, redrive_of,  | whoever sees the command first: the API, or    |
-| created_at                                             | the planner for a command published directly   |
+| target, accounts, mode, propagate, requested_*,        | whoever sees the command first: the API, or    |
+| redrive_of, created_at                                 | the planner for a command published directly   |
 | target_seq, accounts_before, expected (estimate),      | planner: `start_plan`                          |
 | target_written, target_changed                         | planner: `mark_target_written`                 |
 | cursor, emitted                                        | planner: `checkpoint`                          |
@@ -70,6 +70,7 @@ class Job(BaseModel):
     status: JobStatus = JobStatus.ACCEPTED
     target: str | None = None
     accounts: list[str] = Field(default_factory=list)
+    mode: str = "set"
     propagate: bool = False
     requested_at: datetime | None = None
     requested_by: str | None = None
@@ -112,10 +113,11 @@ class Job(BaseModel):
         return Progress(done, None if self.expected is None else self.expected + 1)
 
     def same_command(self, command: SetAccountsCommand) -> bool:
-        """A second publish with this id must carry the same content (target, accounts, propagate)."""
-        return (self.target, self.accounts, self.propagate) == (
+        """A second publish with this id must carry the same content (target, accounts, mode, propagate)."""
+        return (self.target, self.accounts, self.mode, self.propagate) == (
             command.target,
             list(command.accounts),
+            command.mode,
             command.propagate,
         )
 
@@ -168,6 +170,7 @@ class JobStore:
                 "$setOnInsert": {
                     "target": command.target,
                     "accounts": list(command.accounts),
+                    "mode": command.mode,
                     "propagate": command.propagate,
                     "status": JobStatus.ACCEPTED.value,
                     "requested_at": command.requested_at,

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     retention_ms_deadletter: int = Field(30 * DAY_MS, ge=-1, description="Dead-letter topic retention.")
     base_url: str = Field("", description="Public base URL of the API; empty = taken from the request.")
     sync_wait_seconds: float = Field(30.0, ge=0, description="How long a call without respond-async waits.")
+    dry_run_async_above: int = Field(
+        10_000, ge=0, description="A dry run over more members than this answers 202 and runs in the API."
+    )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     max_bundle_entries: int = Field(
         10_000, ge=1, description="Most entries in one transaction or batch Bundle (413 beyond)."

@@ -18,6 +18,7 @@ from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
 from setaccounts_api.routes import bundle, crud, health, jobs, metadata, operation, search, smart
+from setaccounts_api.routes.docs import install_docs
 from setaccounts_api.security import RateLimiter, SecurityHeaders, authenticate
 
 log = structlog.get_logger(__name__)
@@ -48,7 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="FHIR R4 store with an event-driven `$set-accounts` operation.",
+        docs_url=None,  # served by install_docs from local assets, never from a CDN
+        redoc_url=None,  # ReDoc has no packaged assets: left out rather than loaded from a CDN
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from setaccounts.events import Mode
 from setaccounts.fhir.outcomes import invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 
@@ -15,6 +16,7 @@ from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
 class SetAccountsInput:
     accounts: list[str]
     propagate: bool
+    dry_run: bool = False
 
 
 def _reference(param: dict[str, Any], index: int) -> str:
@@ -29,32 +31,40 @@ def _reference(param: dict[str, Any], index: int) -> str:
     return ref
 
 
-def parse_input(body: Any) -> SetAccountsInput:
-    """Read `accounts` (0..* valueReference) and `propagate` (0..1 valueBoolean) from a Parameters body."""
+OPERATIONS: dict[str, Mode] = {"set-accounts": "set", "add-accounts": "add", "remove-accounts": "remove"}
+
+
+def parse_input(body: Any, operation: str = "set-accounts") -> SetAccountsInput:
+    """Read `accounts` (valueReference: 0..* for $set-accounts, 1..* for $add-accounts and
+    $remove-accounts), `propagate` and `dryRun` (0..1 valueBoolean each) from a Parameters body."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise invalid("the body must be a FHIR Parameters resource")
     params = body.get("parameter", [])
     if not isinstance(params, list):
         raise invalid("Parameters.parameter must be a list")
     accounts: list[str] = []
-    propagate: bool | None = None
+    flags: dict[str, bool] = {}
     for index, param in enumerate(params):
         name = param.get("name") if isinstance(param, dict) else None
         if name == "accounts":
             accounts.append(_reference(param, index))
-        elif name == "propagate":
-            if propagate is not None or not isinstance(param.get("valueBoolean"), bool):
+        elif name in ("propagate", "dryRun"):
+            if name in flags or not isinstance(param.get("valueBoolean"), bool):
                 raise invalid(
-                    "'propagate' must appear at most once, as a valueBoolean",
+                    f"'{name}' must appear at most once, as a valueBoolean",
                     [f"Parameters.parameter[{index}]"],
                 )
-            propagate = param["valueBoolean"]
+            flags[name] = param["valueBoolean"]
         else:
             raise invalid(
-                f"unknown parameter {name!r}; expected 'accounts' or 'propagate'",
+                f"unknown parameter {name!r}; expected 'accounts', 'propagate' or 'dryRun'",
                 [f"Parameters.parameter[{index}]"],
             )
-    return SetAccountsInput(list(dict.fromkeys(accounts)), bool(propagate))
+    if not accounts and OPERATIONS[operation] != "set":
+        raise invalid(f"${operation} needs at least one 'accounts' parameter")
+    return SetAccountsInput(
+        list(dict.fromkeys(accounts)), flags.get("propagate", False), flags.get("dryRun", False)
+    )
 
 
 def output(updated: int, changed: int) -> dict[str, Any]:
@@ -67,7 +77,7 @@ def output(updated: int, changed: int) -> dict[str, Any]:
     }
 
 
-def operation_definition() -> dict[str, Any]:
-    text = (Path(__file__).parent / "definitions" / "set-accounts.json").read_text()
+def operation_definition(operation: str = "set-accounts") -> dict[str, Any]:
+    text = (Path(__file__).parent / "definitions" / f"{operation}.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
+from setaccounts import stack_file
 from setaccounts.kafka import ReplayStalled
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
@@ -99,6 +100,13 @@ def parse_since(value: str | None) -> datetime | None:
 
 
 def _settings(topic_prefix: str | None, database: str | None) -> Settings:
+    stack = stack_file.use_running_stack()
+    if stack is not None:
+        typer.echo(
+            f"using the stack `make run` started (kafka {stack.get('kafka_bootstrap_servers')}, "
+            f"mongodb {stack.get('mongodb_uri')}; from .run/stack.json)",
+            err=True,
+        )
     try:
         base = Settings()
     except ValidationError as exc:
@@ -118,15 +126,18 @@ def _run(settings: Settings, work: Coroutine[Any, Any, int]) -> None:
     """Run one command; unreachable engines end with a message saying what to check, not a traceback."""
     try:
         code = asyncio.run(work)
-    except (KafkaError, ReplayStalled) as exc:
+    except (KafkaError, ReplayStalled, PyMongoError) as exc:
+        if stack_file.engines_unset():  # nothing named the servers: most likely nothing is running
+            typer.echo(stack_file.HINT, err=True)
+            raise typer.Exit(EXIT_UNREACHABLE) from exc
+        if isinstance(exc, PyMongoError):
+            typer.echo(f"MongoDB problem: {exc}; check MONGODB_URI and that the server is up", err=True)
+            raise typer.Exit(EXIT_UNREACHABLE) from exc
         typer.echo(
             f"Kafka problem at {settings.kafka_bootstrap_servers}: {exc!r}; check "
             f"KAFKA_BOOTSTRAP_SERVERS and that the broker is up",
             err=True,
         )
-        raise typer.Exit(EXIT_UNREACHABLE) from exc
-    except PyMongoError as exc:
-        typer.echo(f"MongoDB problem: {exc}; check MONGODB_URI and that the server is up", err=True)
         raise typer.Exit(EXIT_UNREACHABLE) from exc
     except TimeoutError as exc:
         typer.echo(str(exc), err=True)

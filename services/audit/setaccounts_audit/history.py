@@ -16,6 +16,7 @@ from setaccounts.events import (
     CommandFailed,
     CommandFinished,
     CommandPlanned,
+    Mode,
     SetAccountsCommand,
 )
 
@@ -29,7 +30,7 @@ class CommandRecord:
 
     command_id: str
     target: str
-    accounts_after: list[str]
+    accounts_after: list[str] | None  # None: an add or remove not planned yet (its result is not known)
     propagate: bool
     requested_at: datetime
     requested_by: str | None
@@ -44,6 +45,8 @@ class CommandRecord:
     cancel_requested_by: str | None = None
     copies: int = 1  # the same command published more than once (same id and content)
     rejected: bool = False  # invalid content: nothing was applied and nothing can be re-applied
+    mode: Mode = "set"  # set | add | remove ($set-accounts, $add-accounts, $remove-accounts)
+    accounts: list[str] = field(default_factory=list)  # the command's given accounts
 
     @property
     def log_order(self) -> tuple[bool, Position, datetime]:
@@ -125,13 +128,15 @@ class History:
             record = CommandRecord(
                 command_id=command_id,
                 target=command.target,
-                accounts_after=list(command.accounts),
+                accounts_after=list(command.accounts) if command.mode == "set" else None,
                 propagate=command.propagate,
                 requested_at=_utc(command.requested_at),
                 requested_by=command.requested_by,
                 redrive_of=command.redrive_of,
                 position=position,
                 copies=self.copies[command_id],
+                mode=command.mode,
+                accounts=list(command.accounts),
             )
         elif state.planned is not None:  # the command itself is gone (retention): the plan repeats it
             p = state.planned
@@ -144,6 +149,8 @@ class History:
                 requested_by=p.requested_by,
                 redrive_of=p.redrive_of,
                 position=None,
+                mode=p.mode,
+                accounts=list(p.accounts_after if p.accounts is None else p.accounts),
             )
         elif command_id in self.rejected:
             r = self.rejected[command_id]
@@ -168,14 +175,19 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _content(command: SetAccountsCommand) -> tuple[str, tuple[str, ...], bool]:
-    return command.target, tuple(command.accounts), command.propagate
+def _content(command: SetAccountsCommand) -> tuple[str, tuple[str, ...], str, bool]:
+    return command.target, tuple(command.accounts), command.mode, command.propagate
 
 
 def _with_results(record: CommandRecord, state: _Results) -> CommandRecord:
     changes: dict[str, Any] = {}
     if state.planned is not None:
-        changes.update(accounts_before=list(state.planned.accounts_before), expected=state.planned.expected)
+        planned = state.planned
+        changes.update(
+            accounts_before=list(planned.accounts_before),
+            accounts_after=list(planned.accounts_after),  # what the planner computed (add, remove)
+            expected=planned.expected,
+        )
     if state.cancel is not None:
         changes["cancel_requested_by"] = state.cancel.requested_by or "unknown"
     finished = state.finished

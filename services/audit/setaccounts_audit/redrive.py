@@ -64,7 +64,8 @@ def redrive_command(original: CommandRecord, by: str) -> SetAccountsCommand:
     return SetAccountsCommand(
         command_id=str(uuid.uuid4()),
         target=original.target,
-        accounts=list(original.accounts_after),
+        accounts=list(original.accounts),
+        mode=original.mode,
         propagate=original.propagate,
         requested_by=by,
         redrive_of=original.command_id,

@@ -31,6 +31,8 @@ FIELDS = (
     "requested_at",
     "requested_by",
     "target",
+    "mode",
+    "accounts",
     "accounts_before",
     "accounts_after",
     "propagate",
@@ -50,6 +52,8 @@ def as_row(record: CommandRecord) -> dict[str, Any]:
         "requested_at": record.requested_at.isoformat(),
         "requested_by": record.requested_by,
         "target": record.target,
+        "mode": record.mode,
+        "accounts": record.accounts,
         "accounts_before": record.accounts_before,
         "accounts_after": record.accounts_after,
         "propagate": record.propagate,
@@ -72,6 +76,14 @@ def console(out: IO[str] | None = None) -> Console:
 
 def _accounts(values: list[str] | None) -> str:
     return "?" if values is None else (", ".join(values) or "∅")
+
+
+_MODE_WORD = {"set": "→", "add": "+", "remove": "-"}
+
+
+def _mode(record: CommandRecord) -> str:
+    """`add X: ` / `remove X: ` before an add or remove command's before → after (set shows nothing)."""
+    return "" if record.mode == "set" else f"{record.mode} {_accounts(record.accounts)}: "
 
 
 def _outcome(record: CommandRecord, sep: str = "\n") -> str:
@@ -112,7 +124,7 @@ def print_log(records: Sequence[CommandRecord], fmt: Format, out: IO[str], undec
             )
             shown.print(
                 escape(
-                    f"    by {r.requested_by or '-'}; {_accounts(r.accounts_before)} → "
+                    f"    by {r.requested_by or '-'}; {_mode(r)}{_accounts(r.accounts_before)} → "
                     f"{_accounts(r.accounts_after)}; propagate {'yes' if r.propagate else 'no'}; "
                     f"members {_count(r.expected)}; command {r.command_id}"
                 )
@@ -144,7 +156,7 @@ def _log_table(records: Sequence[CommandRecord]) -> Table:
             r.requested_at.strftime("%Y-%m-%d %H:%M:%S"),
             escape(r.requested_by or "-"),
             r.target,
-            escape(f"{_accounts(r.accounts_before)} → {_accounts(r.accounts_after)}"),
+            escape(f"{_mode(r)}{_accounts(r.accounts_before)} → {_accounts(r.accounts_after)}"),
             "yes" if r.propagate else "no",
             _count(r.expected),
             _count(r.resources_updated),
@@ -196,7 +208,7 @@ def print_redrive(command: SetAccountsCommand, finished: CommandFinished, out: I
     shown.print(
         escape(
             f"re-drive {command.command_id} of {command.redrive_of}: {command.target} "
-            f"→ {_accounts(list(command.accounts))} (propagate: {propagate})"
+            f"{_MODE_WORD[command.mode]} {_accounts(list(command.accounts))} (propagate: {propagate})"
         )
     )
     shown.print(

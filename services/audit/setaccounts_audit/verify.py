@@ -1,13 +1,16 @@
 """Check the resource store against the command log, in one streamed pass over `resources`.
 
 Rules (derived from the log, checked against what is stored):
-1. A target's `meta.accounts` equals the accounts of its last completed command (log order). A cancelled
+1. A target's `meta.accounts` equals the accounts its last completed command computed (log order; for
+   `$set-accounts` the given ones, for `$add-accounts` / `$remove-accounts` the planned result). A cancelled
    or still pending command after it may or may not have set the target (the planner writes the target
    before fanning out, unless the cancel came first), so either list is accepted. Failed commands never
    wrote the target and are ignored. A target with no completed command is not checked.
 2. When a target's last command completed with `propagate`, every current member of its compartment
-   (`members_of` holds the target) holds all of that command's accounts. A cancelled last command leaves
-   members partially updated by design, so its members are not checked.
+   (`members_of` holds the target) holds all of that command's accounts: a set's new accounts, plus, for
+   a run of adds and removes, what the commands before them required with the added accounts joined and
+   the removed ones taken out. A cancelled last command leaves members partially updated by design, so
+   its members are not checked.
 3. Every resource's `meta.compartment` is `compartments_of(resource)` followed by its accounts, and the
    internal `members_of` / `compartments` index fields agree with it (member resolution reads them).
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.events import accounts_after
 from setaccounts.fhir.compartments import compartments_of
 from setaccounts.store.meta import Document, accounts_of, content_of
 from setaccounts_audit.history import CommandRecord, by_target
@@ -56,18 +60,53 @@ def expectations(records: Sequence[CommandRecord]) -> Expectations:
     members: dict[str, tuple[str, frozenset[str]]] = {}
     for target, commands in by_target(records).items():
         rule: TargetRule | None = None
+        required: tuple[str, frozenset[str]] | None = None
         for command in commands:
-            accounts = tuple(command.accounts_after)
             if command.status == "completed":
-                rule = TargetRule((accounts,), (command.command_id,))
+                after = _afters(command, rule)
+                rule = TargetRule(after[-1:], (command.command_id,)) if after else None
             elif command.status in ("cancelled", "pending") and rule is not None:
-                rule = TargetRule((*rule.allowed, accounts), (*rule.command_ids, command.command_id))
+                more = [a for a in _afters(command, rule) if a not in rule.allowed]
+                rule = TargetRule(
+                    (*rule.allowed, *more), (*rule.command_ids, *[command.command_id] * len(more))
+                )
+            required = _members_required(command, required)
         if rule is not None:
             targets[target] = rule
-        last = commands[-1]
-        if last.status == "completed" and last.propagate:
-            members[target] = (last.command_id, frozenset(last.accounts_after))
+        if required is not None:
+            members[target] = required
     return Expectations(targets, members)
+
+
+def _afters(command: CommandRecord, rule: TargetRule | None) -> tuple[tuple[str, ...], ...]:
+    """The account lists the target may hold after `command`: the planned result when the log has it,
+    else computed from each list it may have held before (an add or remove not planned yet)."""
+    if command.accounts_after is not None:
+        return (tuple(command.accounts_after),)
+    if rule is None:
+        return ()
+    return tuple(
+        dict.fromkeys(
+            tuple(accounts_after(command.mode, before, command.accounts)) for before in rule.allowed
+        )
+    )
+
+
+def _members_required(
+    command: CommandRecord, required: tuple[str, frozenset[str]] | None
+) -> tuple[str, frozenset[str]] | None:
+    """Accounts every member must hold after `command`, folded along the target's commands in log order:
+    a completed, propagated set gives them the target's new accounts, an add adds its accounts to what
+    members held already, a remove takes its accounts away (a lower bound: another patient may keep
+    them). Anything else (not propagated, cancelled, pending, failed) leaves members unknown."""
+    if command.status != "completed" or not command.propagate or command.accounts_after is None:
+        return None
+    if command.mode == "set":
+        return command.command_id, frozenset(command.accounts_after)
+    held = required[1] if required is not None else frozenset()
+    if command.mode == "add":
+        return command.command_id, held | set(command.accounts)
+    return (command.command_id, held - set(command.accounts)) if required is not None else None
 
 
 def check_resource(document: Document, expect: Expectations) -> list[Drift]:

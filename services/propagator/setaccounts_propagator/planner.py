@@ -1,4 +1,5 @@
-"""Planner (command → fan-out): sets the target's accounts, then streams the target's compartment members
+"""Planner (command → fan-out): sets the target's accounts (computed once per job from the accounts it held
+before and the command's mode), then streams the target's compartment members
 from MongoDB and emits one update per member, keyed by member so each member's updates stay in order.
 
 Re-consuming a command resumes from the job's checkpoint; the members' marks make re-emitted updates
@@ -20,7 +21,9 @@ from setaccounts.events import (
     MemberUpdate,
     Outcome,
     SetAccountsCommand,
+    accounts_after,
     command_envelope,
+    member_changes,
 )
 from setaccounts.failures import PermanentFailure
 from setaccounts.fhir.compartments import compartment_owner_types
@@ -84,7 +87,9 @@ class Planner(RoleHandler):
                 target=command.target,
                 target_seq=job.target_seq,
                 accounts_before=job.accounts_before,
-                accounts_after=list(command.accounts),
+                accounts_after=accounts_after(command.mode, job.accounts_before, command.accounts),
+                mode=command.mode,
+                accounts=list(command.accounts),
                 propagate=command.propagate,
                 target_changed=job.target_changed,
                 expected=job.expected or 0,
@@ -115,8 +120,9 @@ class Planner(RoleHandler):
 
     async def _write_target(self, command: SetAccountsCommand, job: Job) -> bool:
         assert job.target_seq is not None
+        after = accounts_after(command.mode, job.accounts_before, command.accounts)
         application = Application(
-            command.target, command.target, job.target_seq, command.command_id, command.accounts, exact=True
+            command.target, command.target, job.target_seq, command.command_id, after, exact=True
         )
         [outcome] = await self.propagation.apply([application])
         if outcome == Outcome.GONE:
@@ -134,13 +140,8 @@ class Planner(RoleHandler):
         if not fans_out(command):
             return 0, []
         assert job.target_seq is not None
-        page = Page(
-            command=command,
-            target_seq=job.target_seq,
-            add=list(command.accounts),
-            remove=sorted(set(job.accounts_before) - set(command.accounts)),
-            emitted=job.emitted,
-        )
+        add, remove = member_changes(command.mode, job.accounts_before, command.accounts)
+        page = Page(command=command, target_seq=job.target_seq, add=add, remove=remove, emitted=job.emitted)
         members = self.resources.stream_members(
             command.target, after=job.cursor, batch_size=self.settings.plan_page_size
         )

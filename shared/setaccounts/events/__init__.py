@@ -12,7 +12,13 @@ from setaccounts.events.channels import (
     channel,
 )
 from setaccounts.events.codec import command_envelope, encode, headers_for
-from setaccounts.events.commands import CommandEvent, SetAccountsCommand
+from setaccounts.events.commands import (
+    CommandEvent,
+    Mode,
+    SetAccountsCommand,
+    accounts_after,
+    member_changes,
+)
 from setaccounts.events.results import (
     BatchApplied,
     CancelRequested,
@@ -42,13 +48,16 @@ __all__ = [
     "Event",
     "EventError",
     "MemberUpdate",
+    "Mode",
     "Outcome",
     "PartitionDone",
     "ResultEvent",
     "SetAccountsCommand",
     "UpdateEvent",
+    "accounts_after",
     "channel",
     "command_envelope",
     "encode",
     "headers_for",
+    "member_changes",
 ]

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from setaccounts.events.base import CommandId, CommandScoped, Reference
+from setaccounts.events.commands import Mode
 from setaccounts.status import FinalStatus
 
 
@@ -30,7 +31,11 @@ class CommandPlanned(CommandScoped):
     target: Reference
     target_seq: int = Field(ge=1)
     accounts_before: list[Reference]
-    accounts_after: list[Reference]
+    accounts_after: list[Reference] = Field(description="The target's accounts the command computed.")
+    mode: Mode = Field("set", description="The command's mode (absent: `set`).")
+    accounts: list[Reference] | None = Field(
+        None, description="The command's given accounts (absent: the same as `accounts_after`)."
+    )
     propagate: bool
     target_changed: bool
     expected: int = Field(ge=0, description="Member updates emitted (the target not included).")

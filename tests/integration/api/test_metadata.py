@@ -24,8 +24,11 @@ async def test_capability_statement(api: httpx.AsyncClient) -> None:
     assert "json" in statement["format"]
     [rest] = statement["rest"]
     assert rest["mode"] == "server"
-    operation = {"name": "set-accounts", "definition": f"{BASE}/OperationDefinition/set-accounts"}
-    assert rest["operation"] == [operation]
+    operations = [
+        {"name": name, "definition": f"{BASE}/OperationDefinition/{name}"}
+        for name in ("set-accounts", "add-accounts", "remove-accounts")
+    ]
+    assert rest["operation"] == operations
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "search-system"}
     assert {p["name"] for p in rest["searchParam"]} >= {"_id", "_compartment", "_type"}
 
@@ -40,5 +43,5 @@ async def test_capability_statement(api: httpx.AsyncClient) -> None:
             "search-type",
         }
         assert {p["name"] for p in resource["searchParam"]} == {"_id", "_compartment"}
-        assert resource["operation"] == [operation]
+        assert resource["operation"] == operations
         assert resource["updateCreate"] is True

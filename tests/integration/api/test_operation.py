@@ -155,15 +155,24 @@ async def test_empty_accounts_clear_the_target_and_propagate_removal(
     assert member["meta"]["compartment"] == [{"reference": "Patient/p1"}]
 
 
-async def test_operation_definition_is_served(api: httpx.AsyncClient) -> None:
-    definition = (await api.get("/OperationDefinition/set-accounts")).json()
-    assert definition["code"] == "set-accounts"
-    assert {p["name"] for p in definition["parameter"]} == {
-        "accounts",
-        "propagate",
-        "resourcesUpdated",
-        "resourcesChanged",
-    }
+@pytest.mark.parametrize(
+    ("code", "accounts_min"), [("set-accounts", 0), ("add-accounts", 1), ("remove-accounts", 1)]
+)
+async def test_operation_definition_is_served(api: httpx.AsyncClient, code: str, accounts_min: int) -> None:
+    definition = (await api.get(f"/OperationDefinition/{code}")).json()
+    assert definition["code"] == code
+    assert [(p["name"], p["use"]) for p in definition["parameter"]] == [
+        ("accounts", "in"),
+        ("propagate", "in"),
+        ("dryRun", "in"),
+        ("resourcesUpdated", "out"),
+        ("resourcesChanged", "out"),
+        ("dryRun", "out"),
+        ("accountsBefore", "out"),
+        ("accountsAfter", "out"),
+        ("member", "out"),
+    ]
+    assert definition["parameter"][0]["min"] == accounts_min
 
 
 async def test_metrics_count_commands_by_mode(api: httpx.AsyncClient, seed: Seed) -> None:

@@ -60,3 +60,15 @@ def test_output_shape() -> None:
             {"name": "resourcesChanged", "valueInteger": 1},
         ],
     }
+
+
+def test_dry_run_is_a_flag_and_add_or_remove_need_an_account() -> None:
+    flag = body({"name": "dryRun", "valueBoolean": True})
+    assert parse_input(flag).dry_run is True
+    assert parse_input({"resourceType": "Parameters"}).dry_run is False
+    for operation in ("add-accounts", "remove-accounts"):
+        with pytest.raises(FhirError, match="at least one"):
+            parse_input(flag, operation)
+    twice = body(flag["parameter"][0], flag["parameter"][0])
+    with pytest.raises(FhirError, match="dryRun"):
+        parse_input(twice)

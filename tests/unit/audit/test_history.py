@@ -270,3 +270,60 @@ def test_a_rejected_command_neither_blocks_nor_can_be_redriven() -> None:
     assert choose(records, "good").command_id == "good"
     with pytest.raises(RedriveRefused, match="rejected as invalid"):
         choose(records, "bad-1")
+
+
+def moded(cid: str, mode: str, *accounts: str, propagate: bool = True) -> SetAccountsCommand:
+    return command(cid, "Patient/p1", *accounts, propagate=propagate).model_copy(update={"mode": mode})
+
+
+def planned_as(c: SetAccountsCommand, before: list[str], after: list[str], seq: int) -> CommandPlanned:
+    plan = planned(c, before, 3, seq)
+    return plan.model_copy(update={"accounts_after": after, "mode": c.mode, "accounts": list(c.accounts)})
+
+
+def test_add_and_remove_records_carry_mode_given_accounts_and_the_planned_result() -> None:
+    c1 = moded("c1", "add", "Organization/o2")
+    c2 = moded("c2", "remove", "Organization/o1")
+    records = fold_history(
+        [(c1, (0, 0)), (c2, (0, 1))],
+        [planned_as(c1, ["Organization/o1"], ["Organization/o1", "Organization/o2"], 1)],
+    )
+    first, second = records
+    assert (first.mode, first.accounts, first.accounts_after) == (
+        "add",
+        ["Organization/o2"],
+        ["Organization/o1", "Organization/o2"],
+    )
+    assert (second.mode, second.accounts_after) == ("remove", None)  # not planned: the result is unknown
+    redo = redrive_command(first, "auditor")
+    assert (redo.mode, redo.accounts) == ("add", ["Organization/o2"])
+
+
+def test_expectations_follow_adds_and_removes() -> None:
+    c1 = moded("c1", "set", "Organization/o1")
+    c2 = moded("c2", "add", "Organization/o2")
+    c3 = moded("c3", "add", "Organization/o3")
+    c4 = moded("c4", "remove", "Organization/o1")
+    o1, o2, o3 = "Organization/o1", "Organization/o2", "Organization/o3"
+    results = [
+        planned_as(c1, [], [o1], 1),
+        finished("c1"),
+        planned_as(c2, [o1], [o1, o2], 2),
+        finished("c2"),
+        planned_as(c3, [o1, o2], [o1, o2, o3], 3),
+        finished("c3"),
+    ]
+    commands = [(c1, (0, 0)), (c2, (0, 1)), (c3, (0, 2))]
+    expect = expectations(fold_history(commands, results))
+    assert expect.targets["Patient/p1"].allowed == ((o1, o2, o3),)
+    assert expect.members["Patient/p1"] == ("c3", frozenset({o1, o2, o3}))
+
+    # a remove still pending (not planned): either the list before it or the list it would compute
+    expect = expectations(fold_history([*commands, (c4, (0, 3))], results))
+    assert expect.targets["Patient/p1"].allowed == ((o1, o2, o3), (o2, o3))
+    assert "Patient/p1" not in expect.members
+
+    done = [*results, planned_as(c4, [o1, o2, o3], [o2, o3], 4), finished("c4")]
+    expect = expectations(fold_history([*commands, (c4, (0, 3))], done))
+    assert expect.targets["Patient/p1"].allowed == ((o2, o3),)
+    assert expect.members["Patient/p1"] == ("c4", frozenset({o2, o3}))

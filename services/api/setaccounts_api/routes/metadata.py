@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from setaccounts.fhir.references import RESOURCE_TYPES
 from setaccounts_api.deps import SettingsDep
 from setaccounts_api.fhir_body import fhir_base
+from setaccounts_api.parameters import OPERATIONS
 from setaccounts_api.responses import FhirResponse, fhir
 
 router = APIRouter(tags=["metadata"])
@@ -48,14 +49,15 @@ SECURITY: dict[str, Any] = {
         "Every interaction but this CapabilityStatement needs Authorization: Bearer <JWT>. SMART scopes "
         "(system/ and user/, v2 cruds letters or v1 read/write) decide which interactions on which types a "
         "token may perform; a token that is not an administrator sees and writes only resources in its "
-        "accounts' compartments. $set-accounts is reserved to administrators."
+        "accounts' compartments. $set-accounts, $add-accounts and $remove-accounts are reserved to "
+        "administrators."
     ),
 }
 TYPE_PARAM = {"name": "_type", "type": "token", "documentation": "Resource types to search (system search)."}
 
 
 def operations(base: str) -> list[dict[str, str]]:
-    return [{"name": "set-accounts", "definition": f"{base}/OperationDefinition/set-accounts"}]
+    return [{"name": name, "definition": f"{base}/OperationDefinition/{name}"} for name in OPERATIONS]
 
 
 def capability_statement(base: str) -> dict[str, Any]:

@@ -1,35 +1,53 @@
-"""`POST /fhir/R4/{type}/{id}/$set-accounts`: validate, record the job, publish the command, then either
+"""`POST /fhir/R4/{type}/{id}/$set-accounts` (and `$add-accounts`, `$remove-accounts`: the same command with
+another mode): validate, record the job, publish the command, then either
 answer 202 at once (`Prefer: respond-async`) or wait for the result up to a bound."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 
-from setaccounts.events import SetAccountsCommand
-from setaccounts.fhir.outcomes import FhirError, not_found
+from setaccounts.events import Mode, SetAccountsCommand
+from setaccounts.fhir.outcomes import FhirError, invalid, not_found, operation_outcome
 from setaccounts.jobs import Job, JobStore
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
+from setaccounts.store.meta import Document
 from setaccounts.store.resources import ResourceStore
-from setaccounts_api.answers import accepted, job_answer, status_url
+from setaccounts_api.answers import RETRY_AFTER_SECONDS, accepted, job_answer, status_url
 from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
-from setaccounts_api.fhir_body import check_id, check_type, read_json
-from setaccounts_api.parameters import operation_definition, parse_input
+from setaccounts_api.dry_run import DryRuns, preview
+from setaccounts_api.dry_run import failed as dry_run_failed
+from setaccounts_api.dry_run import output as dry_run_output
+from setaccounts_api.fhir_body import check_id, check_type, fhir_base, read_json
+from setaccounts_api.parameters import OPERATIONS, SetAccountsInput, operation_definition, parse_input
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["$set-accounts"])
 POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)
+DEFAULT_SAMPLE, MAX_SAMPLE = 20, 1000  # members listed by a synchronous dry run (`_count`)
+PreferHeader = Annotated[str | None, Header()]
 
 
 @router.get("/OperationDefinition/set-accounts")
 async def get_operation_definition() -> FhirResponse:
-    return fhir(operation_definition())
+    return fhir(operation_definition("set-accounts"))
+
+
+@router.get("/OperationDefinition/add-accounts")
+async def get_add_definition() -> FhirResponse:
+    return fhir(operation_definition("add-accounts"))
+
+
+@router.get("/OperationDefinition/remove-accounts")
+async def get_remove_definition() -> FhirResponse:
+    return fhir(operation_definition("remove-accounts"))
 
 
 @router.post("/{resource_type}/{resource_id}/$set-accounts")
@@ -41,22 +59,85 @@ async def set_accounts(
     producer: ProducerDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    prefer: Annotated[str | None, Header()] = None,
+    prefer: PreferHeader = None,
 ) -> FhirResponse:
-    """Admin-only; the job and the command record the token's subject (and client) as `requested_by`."""
-    require_admin(principal, "$set-accounts")
+    """Replace the target's accounts. Admin-only; the job and the command record the token's subject (and
+    client) as `requested_by`."""
+    return await _run(
+        "set-accounts", resource_type, resource_id, request, db, producer, settings, principal, prefer
+    )
+
+
+@router.post("/{resource_type}/{resource_id}/$add-accounts")
+async def add_accounts(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: PreferHeader = None,
+) -> FhirResponse:
+    """Append accounts to the target (and, with `propagate`, its members). Admin-only."""
+    return await _run(
+        "add-accounts", resource_type, resource_id, request, db, producer, settings, principal, prefer
+    )
+
+
+@router.post("/{resource_type}/{resource_id}/$remove-accounts")
+async def remove_accounts(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: PreferHeader = None,
+) -> FhirResponse:
+    """Remove accounts from the target (and, with `propagate`, its members unless another of their
+    patients holds them). Admin-only."""
+    return await _run(
+        "remove-accounts",
+        resource_type,
+        resource_id,
+        request,
+        db,
+        producer,
+        settings,
+        principal,
+        prefer,
+    )
+
+
+async def _run(
+    operation: str,
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    db: DbDep,
+    producer: ProducerDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: str | None,
+) -> FhirResponse:
+    require_admin(principal, f"${operation}")
     target = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    params = parse_input(await read_json(request))
+    params = parse_input(await read_json(request), operation)
     stored = await ResourceStore(db).get(target)
     if stored is None:
         raise not_found(target)
     if stored.get("deleted"):
         raise FhirError(410, "deleted", f"{target} was deleted")
+    if params.dry_run:
+        return await _dry_run(request, db, settings, principal, prefer, stored, OPERATIONS[operation], params)
 
     command = SetAccountsCommand(
         command_id=str(uuid.uuid4()),
         target=target,
         accounts=params.accounts,
+        mode=OPERATIONS[operation],
         propagate=params.propagate,
         requested_by=principal.requested_by,
     )
@@ -71,7 +152,7 @@ async def set_accounts(
         ) from exc
 
     url = status_url(request, settings, command.command_id)
-    if prefer and "respond-async" in prefer.replace(" ", "").lower().split(","):
+    if _respond_async(prefer):
         COMMANDS.labels("async").inc()
         return accepted(job, url)
     COMMANDS.labels("sync").inc()
@@ -88,3 +169,61 @@ async def _wait(jobs: JobStore, command_id: str, seconds: float) -> Job | None:
         step += 1
         job = await jobs.get(command_id)
     return job
+
+
+def _respond_async(prefer: str | None) -> bool:
+    return bool(prefer) and "respond-async" in (prefer or "").replace(" ", "").lower().split(",")
+
+
+async def _dry_run(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    prefer: str | None,
+    stored: Document,
+    mode: Mode,
+    params: SetAccountsInput,
+) -> FhirResponse:
+    """Answer what a real run would, without writing or publishing: at once (with a sample of the members
+    that would change, at most `_count`), or 202 and a status URL this process serves from memory when
+    asked to respond async or when the compartment is larger than `dry_run_async_above`."""
+    sample_size = _sample_size(request)
+    run = functools.partial(preview, db, stored, mode, params.accounts, propagate=params.propagate)
+    large = params.propagate and (
+        await ResourceStore(db).count_members(stored["_id"]) > settings.dry_run_async_above
+    )
+    if not (large or _respond_async(prefer)):
+        return fhir(dry_run_output(await run(sample_size=sample_size), with_sample=True))
+    run_id = _dry_runs(request).start(asyncio.create_task(run(sample_size=0)), principal.requested_by)
+    url = f"{fhir_base(request, settings)}/dry-run/{run_id}/status"
+    body = operation_outcome("informational", f"dry run {run_id} is running", severity="information")
+    return fhir(body, 202, {"Content-Location": url, "Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+@router.get("/dry-run/{run_id}/status")
+async def dry_run_status(run_id: str, request: Request, principal: PrincipalDep) -> FhirResponse:
+    """A dry run's answer: 202 while it runs, then its Parameters (served by the API process that runs it)."""
+    require_admin(principal, "a dry run")
+    task = _dry_runs(request).get(run_id, principal.requested_by, principal.admin)
+    if not task.done():
+        body = operation_outcome("informational", f"dry run {run_id} is running", severity="information")
+        return fhir(body, 202, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+    error = task.exception()
+    if error is not None:
+        return fhir(dry_run_failed(error), 500)
+    return fhir(dry_run_output(task.result(), with_sample=False))
+
+
+def _dry_runs(request: Request) -> DryRuns:
+    runs: DryRuns | None = getattr(request.app.state, "dry_runs", None)
+    if runs is None:
+        runs = request.app.state.dry_runs = DryRuns()
+    return runs
+
+
+def _sample_size(request: Request) -> int:
+    raw = request.query_params.get("_count", str(DEFAULT_SAMPLE))
+    if not raw.isdigit() or int(raw) > MAX_SAMPLE:
+        raise invalid(f"_count must be a whole number from 0 to {MAX_SAMPLE}", ["_count"])
+    return int(raw)
