@@ -127,7 +127,10 @@ async def test_healthz_answers_promptly_while_a_large_bad_body_is_refused(api: h
     assert response.status_code == 400
     assert response.json()["issue"][0]["diagnostics"].startswith("NUL character in a key")
     assert len(latencies) >= 3, f"healthz answered only {len(latencies)} times in {elapsed:.2f}s"
-    assert max(latencies) < 1.0, f"slowest /healthz {max(latencies):.2f}s while refusing ({elapsed:.2f}s)"
+    # relative, not absolute (the machine may be busy): no probe waited out most of the refusal
+    assert max(latencies) < elapsed / 2, (
+        f"slowest /healthz {max(latencies):.2f}s while refusing ({elapsed:.2f}s)"
+    )
 
 
 @asynccontextmanager
