@@ -1,6 +1,8 @@
 """`make run`: engines (from the environment, Docker, or embedded), topics, the propagator and the API on
 http://127.0.0.1:8000, all stopped cleanly on Ctrl-C.
 
+A service (the propagator or the API) that exits on its own is started again after a back-off (1 s, doubling
+up to 30 s; back to 1 s once it has run a minute), while the engines and their data stay as they are.
 Stops exactly once whatever arrives: the first SIGINT, SIGTERM or SIGHUP starts the clean-up and any
 further one is ignored (`kill -TERM -- -<pgid>` on `make run` delivers SIGTERM twice: from the group and
 from make). Every child dies with this script even if it is killed with SIGKILL (PR_SET_PDEATHSIG).
@@ -59,6 +61,39 @@ def wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 
     raise SystemExit(f"[run] {url} did not become ready within {timeout:.0f}s")
 
 
+class Supervised:
+    """A service under the runner: started again, after a growing back-off, whenever it exits by itself."""
+
+    FIRST_BACKOFF, MAX_BACKOFF, STABLE_SECONDS = 1.0, 30.0, 60.0
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.proc = start(name, argv, env)
+        self.started = time.monotonic()
+        self.backoff = self.FIRST_BACKOFF
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    def check(self) -> None:
+        """Notice an exit and schedule a restart; restart once the back-off has passed."""
+        now = time.monotonic()
+        if self.restart_at is None:
+            code = self.proc.poll()
+            if code is None:
+                return
+            if now - self.started >= self.STABLE_SECONDS:
+                self.backoff = self.FIRST_BACKOFF
+            say(f"{self.name} exited with code {code}; restarting it in {self.backoff:.0f}s")
+            self.restart_at = now + self.backoff
+            self.backoff = min(self.backoff * 2, self.MAX_BACKOFF)
+        elif now >= self.restart_at:
+            self.restart_at = None
+            self.restarts += 1
+            self.proc = start(self.name, self.argv, self.env)
+            self.started = now
+            say(f"{self.name} restarted (pid {self.proc.pid}, restart {self.restarts})")
+
+
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -97,7 +132,7 @@ def main() -> None:
     workdir = ROOT / ".run"
     workdir.mkdir(exist_ok=True)
     stack: contextlib.AbstractContextManager[Engines] | None = None
-    procs: list[subprocess.Popen[bytes]] = []
+    services: list[Supervised] = []
     try:
         say("starting the engines")
         starting = engines(workdir)
@@ -119,11 +154,13 @@ def main() -> None:
         settings = Settings()
         created = asyncio.run(create_topics(settings))
         say(f"topics ready ({', '.join(created) or 'already there'})")
-        procs.append(
-            start("propagator", [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"], env)
+        services.append(
+            Supervised(
+                "propagator", [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"], env
+            )
         )
-        procs.append(
-            start(
+        services.append(
+            Supervised(
                 "api",
                 [
                     sys.executable,
@@ -142,22 +179,23 @@ def main() -> None:
                 env,
             )
         )
-        wait_ready(f"http://{HOST}:{PORT}/readyz", procs)
+        wait_ready(f"http://{HOST}:{PORT}/readyz", [service.proc for service in services])
         stack_file.write(workdir, env, f"http://{HOST}:{PORT}/fhir/R4")  # the tools find the stack here
         say(
             f"ready in {time.monotonic() - started:.1f}s: API on http://{HOST}:{PORT}/fhir/R4 "
             f"(docs http://{HOST}:{PORT}/docs). Ctrl-C stops everything."
         )
-        while all(p.poll() is None for p in procs):
+        while True:  # until a stop signal
+            for service in services:
+                service.check()
             time.sleep(0.5)
-        say("a service exited; stopping the rest")
     except KeyboardInterrupt as signalled:
         say(f"{signalled.args[0] if signalled.args else 'interrupted'} received")
     finally:
         _ignore_stop_signals()
         stack_file.remove(workdir)
         say("stopping")
-        stop_all(procs)
+        stop_all([service.proc for service in services])
         if stack is not None:
             stack.__exit__(None, None, None)
         say("stopped")

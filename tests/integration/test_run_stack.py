@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -10,12 +12,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.events import SetAccountsCommand
+from setaccounts.settings import Settings
 from setaccounts_dev.engines import Engines, free_port
+from tests.helpers.publishing import send_command
+from tests.helpers.resources import patient_with_members, store_resources
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,5 +170,66 @@ def test_nothing_outlives_a_killed_runner(
         stack.process.kill()  # no clean-up at all: the kernel must take the children down
         stack.process.wait(10)
         stack.assert_all_gone(timeout=20)
+    finally:
+        stack.kill()
+
+
+def service_pid(stack: Stack, module: str) -> int:
+    """The live process under the runner whose command line names `module`."""
+    for pid in descendants(stack.process.pid):
+        with contextlib.suppress(OSError):
+            if module in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                return pid
+    raise AssertionError(f"no {module} under the runner:\n{stack.output()}")
+
+
+async def test_a_killed_propagator_is_restarted_and_its_job_completes(
+    stack_env: tuple[dict[str, str], int],
+    tmp_path: Path,
+    settings: Settings,
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    env, port = stack_env
+    env.update(settings.to_env())  # the session's engines, and this test's topics, groups and database
+    env["SETACCOUNTS_TRUSTED_HOSTS"] = "127.0.0.1"
+    members = 3000
+    await store_resources(db, *patient_with_members("p1", members))
+    stack = run_stack(env, port, tmp_path / "run.log", via_make=False)
+    try:
+        await asyncio.to_thread(stack.wait_ready)
+        first = service_pid(stack, "setaccounts_propagator")
+        command = SetAccountsCommand(
+            command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/a"], propagate=True
+        )
+        await send_command(settings, command)
+        deadline = time.monotonic() + 120
+        while await db.resources.count_documents({"marks.command_id": command.command_id}) < 200:
+            assert time.monotonic() < deadline, f"the job did not start:\n{stack.output()}"
+            await asyncio.sleep(0.1)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "[run] propagator restarted" not in stack.output():
+            assert time.monotonic() < deadline, f"the propagator was not restarted:\n{stack.output()}"
+            await asyncio.sleep(0.2)
+        assert service_pid(stack, "setaccounts_propagator") != first
+        assert stack.process.poll() is None, "the runner stopped"
+        deadline = time.monotonic() + 180
+        while True:
+            job = await db.jobs.find_one({"_id": command.command_id}) or {}
+            if job.get("status") in ("completed", "error", "cancelled"):
+                break
+            assert time.monotonic() < deadline, f"job stuck: {job.get('status')}\n{stack.output()}"
+            await asyncio.sleep(0.2)
+        assert (job["status"], job["resources_updated"], job["resources_changed"]) == (
+            "completed",
+            members + 1,
+            members + 1,
+        )
+        stack.children = descendants(stack.process.pid)
+        os.killpg(stack.process.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(stack.process.wait, 90) == 0
+        await asyncio.to_thread(stack.assert_all_gone)
+        assert stack.output().count("[run] stopping") == 1
+        assert "Traceback" not in stack.output().partition("[run] propagator restarted")[2]
     finally:
         stack.kill()
