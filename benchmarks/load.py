@@ -45,6 +45,7 @@ from run import PropagatorProcess, isolated_db, isolated_settings, say, seed
 from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL
+from setaccounts_dev.commands import api_command
 from setaccounts_dev.engines import Engines, engines, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,20 +76,7 @@ class ApiProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SETACCOUNTS_")}
         env.update(settings.to_env())
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "setaccounts_api.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
+        argv = api_command("127.0.0.1", self.port, "--log-level", "warning", "--no-access-log")
         self._log: IO[bytes] = log_path.open("wb")
         self.log_path = log_path
         self.process = subprocess.Popen(

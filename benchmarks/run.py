@@ -44,6 +44,7 @@ from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.store.meta import Document, prepare_write, with_accounts
 from setaccounts.topics import create_topics
+from setaccounts_dev.commands import propagator_command
 from setaccounts_dev.engines import Engines, engines
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,9 +173,12 @@ class PropagatorProcess:
 
     def __enter__(self) -> PropagatorProcess:
         self._log = self.log_path.open("wb")
-        argv = [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"]
         self.process = subprocess.Popen(
-            argv, env=self.environment(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            propagator_command(),
+            env=self.environment(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         return self
 

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from setaccounts import stack_file
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
+from setaccounts_dev.commands import api_command, propagator_command
 from setaccounts_dev.devkeys import dev_auth_env
 from setaccounts_dev.engines import EngineError, Engines, die_with_parent, engines
 
@@ -154,28 +154,11 @@ def main() -> None:
         settings = Settings()
         created = asyncio.run(create_topics(settings))
         say(f"topics ready ({', '.join(created) or 'already there'})")
-        services.append(
-            Supervised(
-                "propagator", [sys.executable, "-m", "setaccounts_propagator", "run", "--role", "all"], env
-            )
-        )
+        services.append(Supervised("propagator", propagator_command(), env))
         services.append(
             Supervised(
                 "api",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "setaccounts_api.app:create_app",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(PORT),
-                    "--log-level",
-                    "warning",
-                    "--no-server-header",
-                ],
+                api_command(HOST, PORT, "--log-level", "warning", "--no-server-header"),
                 env,
             )
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from contextlib import contextmanager
 import httpx
 
 from setaccounts.settings import Settings
+from setaccounts_dev.commands import api_command, propagator_command
 from setaccounts_dev.engines import free_port
 
 
@@ -33,10 +33,7 @@ def kill_9(proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def propagator_process(settings: Settings, *role: str) -> Iterator[subprocess.Popen[bytes]]:
-    argv = [sys.executable, "-m", "setaccounts_propagator", "run"]
-    for name in role or ("all",):
-        argv += ["--role", name]
-    proc = subprocess.Popen(argv, env=_env(settings), start_new_session=True)
+    proc = subprocess.Popen(propagator_command(*role), env=_env(settings), start_new_session=True)
     try:
         yield proc
     finally:
@@ -47,15 +44,7 @@ def propagator_process(settings: Settings, *role: str) -> Iterator[subprocess.Po
 def api_process(settings: Settings, timeout: float = 60) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """The API under uvicorn on a free loopback port; yields the process and its FHIR base URL."""
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "setaccounts_api.app:create_app",
-        "--port",
-        str(port),
-    ]
+    argv = api_command("127.0.0.1", port)
     env = {**_env(settings), "SETACCOUNTS_TRUSTED_HOSTS": "127.0.0.1"}  # the Host it is called by
     proc = subprocess.Popen(argv, env=env, start_new_session=True)
     try:
