@@ -35,80 +35,50 @@ DEFAULT_SAMPLE, MAX_SAMPLE = 20, 1000  # members listed by a synchronous dry run
 PreferHeader = Annotated[str | None, Header()]
 
 
-@router.get("/OperationDefinition/set-accounts")
-async def get_operation_definition() -> FhirResponse:
-    return fhir(operation_definition("set-accounts"))
+SUMMARIES = {
+    "set-accounts": "Replace the target's accounts.",
+    "add-accounts": "Append accounts to the target (and, with `propagate`, its members).",
+    "remove-accounts": "Remove accounts from the target (and, with `propagate`, its members unless another "
+    "of their patients holds them).",
+}
 
 
-@router.get("/OperationDefinition/add-accounts")
-async def get_add_definition() -> FhirResponse:
-    return fhir(operation_definition("add-accounts"))
+def _register(operation: str) -> None:
+    """The operation's two routes: its OperationDefinition and the call itself (admin-only; the job and
+    the command record the token's subject, and client, as `requested_by`)."""
 
+    async def definition() -> FhirResponse:
+        return fhir(operation_definition(operation))
 
-@router.get("/OperationDefinition/remove-accounts")
-async def get_remove_definition() -> FhirResponse:
-    return fhir(operation_definition("remove-accounts"))
+    async def call(
+        resource_type: str,
+        resource_id: str,
+        request: Request,
+        db: DbDep,
+        producer: ProducerDep,
+        settings: SettingsDep,
+        principal: PrincipalDep,
+        prefer: PreferHeader = None,
+    ) -> FhirResponse:
+        return await _run(
+            operation, resource_type, resource_id, request, db, producer, settings, principal, prefer
+        )
 
-
-@router.post("/{resource_type}/{resource_id}/$set-accounts")
-async def set_accounts(
-    resource_type: str,
-    resource_id: str,
-    request: Request,
-    db: DbDep,
-    producer: ProducerDep,
-    settings: SettingsDep,
-    principal: PrincipalDep,
-    prefer: PreferHeader = None,
-) -> FhirResponse:
-    """Replace the target's accounts. Admin-only; the job and the command record the token's subject (and
-    client) as `requested_by`."""
-    return await _run(
-        "set-accounts", resource_type, resource_id, request, db, producer, settings, principal, prefer
+    name = operation.replace("-", "_")
+    router.add_api_route(
+        f"/OperationDefinition/{operation}", definition, methods=["GET"], name=f"get_{name}_definition"
+    )
+    router.add_api_route(
+        f"/{{resource_type}}/{{resource_id}}/${operation}",
+        call,
+        methods=["POST"],
+        name=name,
+        summary=SUMMARIES[operation],
     )
 
 
-@router.post("/{resource_type}/{resource_id}/$add-accounts")
-async def add_accounts(
-    resource_type: str,
-    resource_id: str,
-    request: Request,
-    db: DbDep,
-    producer: ProducerDep,
-    settings: SettingsDep,
-    principal: PrincipalDep,
-    prefer: PreferHeader = None,
-) -> FhirResponse:
-    """Append accounts to the target (and, with `propagate`, its members). Admin-only."""
-    return await _run(
-        "add-accounts", resource_type, resource_id, request, db, producer, settings, principal, prefer
-    )
-
-
-@router.post("/{resource_type}/{resource_id}/$remove-accounts")
-async def remove_accounts(
-    resource_type: str,
-    resource_id: str,
-    request: Request,
-    db: DbDep,
-    producer: ProducerDep,
-    settings: SettingsDep,
-    principal: PrincipalDep,
-    prefer: PreferHeader = None,
-) -> FhirResponse:
-    """Remove accounts from the target (and, with `propagate`, its members unless another of their
-    patients holds them). Admin-only."""
-    return await _run(
-        "remove-accounts",
-        resource_type,
-        resource_id,
-        request,
-        db,
-        producer,
-        settings,
-        principal,
-        prefer,
-    )
+for _operation in OPERATIONS:
+    _register(_operation)
 
 
 async def _run(
