@@ -19,10 +19,11 @@ from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import COMMANDS, RESULTS, UPDATES, SetAccountsCommand
-from setaccounts.kafka import partitions_of, read_topic
+from setaccounts.kafka import partitions_of
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_dev.engines import embedded_kafka_choice, start_apache_kafka, start_tansu
+from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources
@@ -77,23 +78,6 @@ async def on_broker(settings: Settings, broker: Broker) -> Settings:
     moved = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
     await create_topics(moved)
     return moved
-
-
-async def wait_marked(db: AsyncDatabase[dict[str, Any]], command_id: str, at_least: int) -> None:
-    deadline = time.monotonic() + 120
-    while await db.resources.count_documents({"marks.command_id": command_id}) < at_least:
-        assert time.monotonic() < deadline, f"fewer than {at_least} members applied in 120s"
-        await asyncio.sleep(0.1)
-
-
-async def wait_final(db: AsyncDatabase[dict[str, Any]], command_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = await db.jobs.find_one({"_id": command_id})
-        if job is not None and job["status"] in ("completed", "error", "cancelled"):
-            return job
-        assert time.monotonic() < deadline, f"job stuck after {timeout}s: {job and job['status']}"
-        await asyncio.sleep(0.2)
 
 
 async def lag(settings: Settings) -> dict[str, int]:
@@ -172,12 +156,5 @@ async def test_a_broker_outage_mid_job_loses_nothing(
         print(f"job finished {time.monotonic() - started:.1f}s after the fault began")
         await wait_committed(settings)
 
-    assert job["status"] == "completed"
-    assert (job["resources_updated"], job["resources_changed"]) == (MEMBERS + 1, MEMBERS + 1)
-    versions = [
-        d["version"] async for d in db.resources.find({"_id": {"$regex": "^Observation/"}}, {"version": 1})
-    ]
-    assert versions == [2] * MEMBERS, "every member has exactly one new version"
-    assert await db.resources.count_documents({"compartments": "Organization/a"}) == MEMBERS + 1
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
+    await assert_nothing_lost(db, settings, job, MEMBERS)
     assert await db.jobs.count_documents({"status": {"$nin": ["completed"]}}) == 0, "a job is left running"

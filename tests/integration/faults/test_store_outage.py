@@ -23,6 +23,7 @@ from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import start_secantus
 from tests.helpers.auth import Issuer, bearer
+from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
 from tests.helpers.parameters import parameters
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
@@ -85,23 +86,6 @@ async def on_store(settings: Settings, store: Store) -> AsyncIterator[tuple[Sett
         await client.close()
 
 
-async def wait_marked(db: Any, command_id: str, at_least: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while await db.resources.count_documents({"marks.command_id": command_id}) < at_least:
-        assert time.monotonic() < deadline, f"fewer than {at_least} members applied in {timeout}s"
-        await asyncio.sleep(0.1)
-
-
-async def wait_final(db: Any, command_id: str, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = await db.jobs.find_one({"_id": command_id})
-        if job is not None and job["status"] in ("completed", "error", "cancelled"):
-            return job
-        assert time.monotonic() < deadline, f"job not finished in {timeout}s: {job and job['status']}"
-        await asyncio.sleep(0.2)
-
-
 async def kill_and_restart(store: Store) -> None:
     store.kill()
     await asyncio.sleep(OUTAGE_SECONDS)
@@ -138,14 +122,7 @@ async def test_a_store_outage_mid_job_loses_nothing(
             await fault(store)
         job = await wait_final(db, command.command_id)
 
-    assert job["status"] == "completed"
-    assert (job["resources_updated"], job["resources_changed"]) == (MEMBERS + 1, MEMBERS + 1)
-    versions = [
-        d["version"] async for d in db.resources.find({"_id": {"$regex": "^Observation/"}}, {"version": 1})
-    ]
-    assert versions == [2] * MEMBERS, "every member has exactly one new version"
-    assert await db.resources.count_documents({"compartments": "Organization/a"}) == MEMBERS + 1
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
+    await assert_nothing_lost(db, settings, job, MEMBERS)
 
 
 async def test_api_answers_503_while_the_store_is_down_and_publishes_nothing(

@@ -1,0 +1,47 @@
+"""What every fault test waits for and checks: a job in flight, its end, and that nothing was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from setaccounts.kafka import read_topic
+from setaccounts.settings import Settings
+
+Db = AsyncDatabase[dict[str, Any]]
+
+
+async def wait_marked(db: Db, command_id: str, at_least: int, timeout: float = 120) -> None:
+    """Until at least `at_least` members carry the command's mark (the job is mid-apply)."""
+    deadline = time.monotonic() + timeout
+    while await db.resources.count_documents({"marks.command_id": command_id}) < at_least:
+        assert time.monotonic() < deadline, f"fewer than {at_least} members applied in {timeout}s"
+        await asyncio.sleep(0.1)
+
+
+async def wait_final(db: Db, command_id: str, timeout: float = 240) -> dict[str, Any]:
+    """The job once it ended; fails when it is still running after `timeout` (a stuck job)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await db.jobs.find_one({"_id": command_id})
+        if job is not None and job["status"] in ("completed", "error", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, f"job stuck after {timeout}s: {job and job['status']}"
+        await asyncio.sleep(0.2)
+
+
+async def assert_nothing_lost(
+    db: Db, settings: Settings, job: dict[str, Any], members: int, account: str = "Organization/a"
+) -> None:
+    """The true count, one new version per member, every resource holding the account, no dead letter."""
+    assert job["status"] == "completed"
+    assert (job["resources_updated"], job["resources_changed"]) == (members + 1, members + 1)
+    versions = [
+        d["version"] async for d in db.resources.find({"_id": {"$regex": "^Observation/"}}, {"version": 1})
+    ]
+    assert versions == [2] * members, "every member has exactly one new version"
+    assert await db.resources.count_documents({"compartments": account}) == members + 1
+    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
