@@ -130,3 +130,32 @@ async def test_cancel_mid_job_stops_writes_and_reports_cancelled(
         isinstance(e, CommandFinished) and e.command_id == command_id and e.status == "cancelled"
         for e in finished
     )
+
+
+async def test_kill_9_mid_aggregation_then_restart_completes_with_the_true_count(
+    settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
+) -> None:
+    slow = settings.model_copy(update={"apply_batch_size": 100})
+    await seed(*patient_with_members("p1", MEMBERS))
+    cmd = SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
+    )
+    with propagator_process(slow, "planner", "applier"):
+        with propagator_process(slow, "aggregator") as aggregator:
+            await send_command(settings, cmd)
+            await wait_for(db, {"_id": cmd.command_id, "processed": {"$gte": 1000}}, 1, collection="jobs")
+            os.killpg(aggregator.pid, signal.SIGKILL)
+            aggregator.wait(10)
+        job = await db.jobs.find_one({"_id": cmd.command_id})
+        assert job is not None and job["status"] != "completed", "the crash did not land mid-aggregation"
+        with propagator_process(slow, "aggregator"):
+            await assert_exactly_once(db, cmd.command_id)
+    answers = [
+        e
+        for e in (
+            RESULTS.decode(r.value)
+            for r in await read_topic(slow.kafka_bootstrap_servers, slow.topics.results)
+        )
+        if isinstance(e, CommandFinished)
+    ]
+    assert answers and {(e.status, e.resources_updated) for e in answers} == {("completed", MEMBERS + 1)}
