@@ -41,6 +41,21 @@ def patient_with_members(pid: str, members: int, accounts: list[str] | None = No
     return [patient, *observations]
 
 
+def shared_member(accounts: list[str] | None = None) -> dict[str, Any]:
+    """`Observation/shared`: in Patient/p1's compartment (subject) and Patient/p2's (performer)."""
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": "shared",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient/p1"},
+        "performer": [{"reference": "Patient/p2"}],
+    }
+    if accounts:
+        observation["meta"] = {"accounts": [{"reference": a} for a in accounts]}
+    return observation
+
+
 async def member_accounts(db: AsyncDatabase[dict[str, Any]], prefix: str) -> dict[str, list[str]]:
     found = db.resources.find({"_id": {"$regex": f"^{prefix}"}, "deleted": False})
     return {

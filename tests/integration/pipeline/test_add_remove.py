@@ -13,7 +13,7 @@ from tests.conftest import ClientAs
 from tests.helpers.auth import Issuer
 from tests.helpers.jobs import wait_job
 from tests.helpers.parameters import outputs, parameters
-from tests.helpers.resources import Seed, member_accounts, patient_with_members
+from tests.helpers.resources import Seed, member_accounts, patient_with_members, shared_member
 
 pytestmark = [pytest.mark.integration]
 
@@ -46,14 +46,7 @@ async def test_remove_drops_from_target_and_members_unless_another_patient_holds
     await seed(
         *patient_with_members("p1", 2),
         {"resourceType": "Patient", "id": "p2"},
-        {
-            "resourceType": "Observation",
-            "id": "shared",
-            "status": "final",
-            "code": {"text": "x"},
-            "subject": {"reference": "Patient/p1"},
-            "performer": [{"reference": "Patient/p2"}],
-        },
+        shared_member(),
     )
     await api.post("/Patient/p2/$set-accounts", json=parameters(B))
     set_ = await api.post("/Patient/p1/$set-accounts", json=parameters(A, B, C, propagate=True))

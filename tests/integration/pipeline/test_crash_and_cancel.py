@@ -51,14 +51,19 @@ async def assert_exactly_once(db: AsyncDatabase[dict[str, Any]], command_id: str
     )
 
 
+async def seeded_command(seed: Seed) -> SetAccountsCommand:
+    """A patient with MEMBERS members, and the command that propagates an account to all of them."""
+    await seed(*patient_with_members("p1", MEMBERS))
+    return SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
+    )
+
+
 async def test_kill_9_mid_apply_then_restart_completes_with_the_true_count(
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
 ) -> None:
     slow = settings.model_copy(update={"apply_batch_size": 100})
-    await seed(*patient_with_members("p1", MEMBERS))
-    cmd = SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
-    )
+    cmd = await seeded_command(seed)
     with propagator_process(slow) as proc:
         await send_command(settings, cmd)
         applied = await wait_for(db, {"marks.command_id": cmd.command_id}, 1000)
@@ -74,10 +79,7 @@ async def test_kill_9_mid_fan_out_then_restart_completes_with_the_true_count(
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
 ) -> None:
     slow = settings.model_copy(update={"plan_page_size": 25})
-    await seed(*patient_with_members("p1", MEMBERS))
-    cmd = SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
-    )
+    cmd = await seeded_command(seed)
     with propagator_process(slow, "planner") as proc:
         await send_command(settings, cmd)
         await wait_for(db, {"_id": cmd.command_id, "emitted": {"$gte": 1000}}, 1, collection="jobs")
@@ -136,10 +138,7 @@ async def test_kill_9_mid_aggregation_then_restart_completes_with_the_true_count
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed
 ) -> None:
     slow = settings.model_copy(update={"apply_batch_size": 100})
-    await seed(*patient_with_members("p1", MEMBERS))
-    cmd = SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target="Patient/p1", accounts=["Organization/o1"], propagate=True
-    )
+    cmd = await seeded_command(seed)
     with propagator_process(slow, "planner", "applier"):
         with propagator_process(slow, "aggregator") as aggregator:
             await send_command(settings, cmd)

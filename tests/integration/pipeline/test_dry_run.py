@@ -14,7 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from tests.helpers.parameters import outputs, parameters
-from tests.helpers.resources import Seed, patient_with_members
+from tests.helpers.resources import Seed, patient_with_members, shared_member
 
 pytestmark = [pytest.mark.integration]
 A, B, C = "Organization/a", "Organization/b", "Organization/c"
@@ -46,15 +46,7 @@ async def seed_two_patients(seed: Seed, db: AsyncDatabase[dict[str, Any]]) -> No
     await seed(
         *patient_with_members("p1", 6, accounts=[A, B]),
         {"resourceType": "Patient", "id": "p2", "meta": {"accounts": [{"reference": B}]}},
-        {
-            "resourceType": "Observation",
-            "id": "shared",
-            "status": "final",
-            "code": {"text": "x"},
-            "subject": {"reference": "Patient/p1"},
-            "performer": [{"reference": "Patient/p2"}],
-            "meta": {"accounts": [{"reference": A}, {"reference": B}]},
-        },
+        shared_member([A, B]),
     )
     for i in range(3):
         await db.resources.update_one(

@@ -17,7 +17,7 @@ from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
 from tests.helpers.jobs import wait_job
 from tests.helpers.publishing import send_command
-from tests.helpers.resources import Seed, member_accounts, patient_with_members
+from tests.helpers.resources import Seed, member_accounts, patient_with_members, shared_member
 from tests.helpers.roles import roles
 
 pytestmark = pytest.mark.integration
@@ -159,14 +159,7 @@ async def test_shared_member_keeps_an_account_another_patient_still_holds(
     await seed(
         {"resourceType": "Patient", "id": "p1"},
         {"resourceType": "Patient", "id": "p2"},
-        {
-            "resourceType": "Observation",
-            "id": "shared",
-            "status": "final",
-            "code": {"text": "x"},
-            "subject": {"reference": "Patient/p1"},
-            "performer": [{"reference": "Patient/p2"}],
-        },
+        shared_member(),
         {
             "resourceType": "Observation",
             "id": "own2",
