@@ -94,8 +94,7 @@ async def main(size: int, runs: int) -> None:
     with engines() as found, tempfile.TemporaryDirectory() as keys:
         token = ensure_dev_key(Path(keys)).sign(claims_for("bench", admin=True))
         settings = Settings(
-            kafka_bootstrap_servers=found.kafka_bootstrap_servers,
-            mongodb_uri=found.mongodb_uri,
+            **found.settings(),
             mongodb_database=f"bench_{uuid.uuid4().hex[:8]}",
             auth_issuer=DEV_ISSUER,
             auth_audience=DEV_AUDIENCE,

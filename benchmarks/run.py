@@ -85,8 +85,7 @@ def isolated_settings(found: Engines, label: str) -> Settings:
     """Settings with a fresh database, topic prefix and consumer groups, so no measurement sees another."""
     run = f"{label}{uuid.uuid4().hex[:8]}"
     return Settings(
-        kafka_bootstrap_servers=found.kafka_bootstrap_servers,
-        mongodb_uri=found.mongodb_uri,
+        **found.settings(),
         mongodb_database=f"bench_{run}",
         topic_prefix=f"bench.{run}.",
         group_prefix=f"bench-{run}",
@@ -161,14 +160,7 @@ class PropagatorProcess:
     def environment(self) -> dict[str, str]:
         """The parent's environment without its SETACCOUNTS_* settings, plus this run's isolated ones."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SETACCOUNTS_")}
-        env.update(
-            KAFKA_BOOTSTRAP_SERVERS=self.settings.kafka_bootstrap_servers,
-            MONGODB_URI=self.settings.mongodb_uri,
-            SETACCOUNTS_TOPIC_PREFIX=self.settings.topic_prefix,
-            SETACCOUNTS_GROUP_PREFIX=self.settings.group_prefix,
-            SETACCOUNTS_MONGODB_DATABASE=self.settings.mongodb_database,
-            SETACCOUNTS_KAFKA_SESSION_TIMEOUT_MS=str(self.settings.kafka_session_timeout_ms),
-        )
+        env.update(self.settings.to_env())  # servers and their credentials, prefixes, database, timeouts
         return env
 
     def __enter__(self) -> PropagatorProcess:
@@ -472,9 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"\nmeasured before the failure:\n{results_table(rows)}\n", flush=True)
             raise
         total = time.monotonic() - started
-        defaults = Settings(
-            kafka_bootstrap_servers=found.kafka_bootstrap_servers, mongodb_uri=found.mongodb_uri
-        )
+        defaults = Settings(**found.settings())
         block = generated_block(found, rows, total, defaults)
     if not args.keep_logs:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -47,8 +47,7 @@ async def main(requests: int) -> None:
         key = ensure_dev_key(Path(keys))
         run = uuid.uuid4().hex[:8]
         settings = Settings(
-            kafka_bootstrap_servers=found.kafka_bootstrap_servers,
-            mongodb_uri=found.mongodb_uri,
+            **found.settings(),
             mongodb_database=f"bench_auth_{run}",
             topic_prefix=f"bench{run}.",
             auth_issuer=DEV_ISSUER,

@@ -3,9 +3,15 @@
     KAFKA_BOOTSTRAP_SERVERS=localhost:9092 SETACCOUNTS_TOPIC_PREFIX= \\
         python examples/publish_command.py Patient/123 Organization/acme Organization/beta --propagate
 
-With `make run` going in this checkout no variables are needed: the addresses are read from
-`.run/stack.json`, which `make run` writes while it runs. `--mode add` or `--mode remove` asks for what
-`$add-accounts` or `$remove-accounts` do.
+With `make run` going in this checkout no variables are needed: the addresses (and the embedded broker's
+SASL credentials) are read from `.run/stack.json`, which `make run` writes while it runs. `--mode add` or
+`--mode remove` asks for what `$add-accounts` or `$remove-accounts` do.
+
+A secured cluster: `SETACCOUNTS_KAFKA_SECURITY_PROTOCOL` (`SASL_SSL`, `SASL_PLAINTEXT`, `SSL`),
+`SETACCOUNTS_KAFKA_SASL_MECHANISM` (default `SCRAM-SHA-512`), `SETACCOUNTS_KAFKA_SASL_USERNAME`,
+`SETACCOUNTS_KAFKA_SASL_PASSWORD` and `SETACCOUNTS_KAFKA_SSL_CAFILE`, as the services read them; the flags
+`--security-protocol`, `--sasl-mechanism` and `--sasl-username` override them (the password is taken from
+the environment only: a command line is visible to every user of the machine).
 
 What it shows:
 1. The command goes to `<prefix>set-accounts.commands`, keyed by the target reference (so commands for one
@@ -32,11 +38,13 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
+from aiokafka.helpers import create_ssl_context
 
 from setaccounts.events import CommandFinished, Mode, SetAccountsCommand
 
@@ -50,6 +58,26 @@ def running_stack() -> dict[str, str]:
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     return {k: str(v) for k, v in info.items()}
+
+
+def kafka_options(stack: Mapping[str, str], **given: str | None) -> dict[str, Any]:
+    """How to connect: `given` (from flags) over the environment over the running stack's file."""
+
+    def value(name: str, default: str = "") -> str:
+        variable = f"SETACCOUNTS_KAFKA_{name.upper()}"
+        return given.get(name) or os.environ.get(variable) or stack.get(f"kafka_{name}", default)
+
+    protocol = value("security_protocol", "PLAINTEXT")
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(cafile=value("ssl_cafile") or None)
+    if protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = value("sasl_mechanism", "SCRAM-SHA-512")
+        options["sasl_plain_username"] = value("sasl_username")
+        options["sasl_plain_password"] = os.environ.get("SETACCOUNTS_KAFKA_SASL_PASSWORD") or stack.get(
+            "kafka_sasl_password", ""
+        )
+    return options
 
 
 def topic_names(prefix: str) -> tuple[str, str]:
@@ -72,18 +100,22 @@ async def main(
     propagate: bool = False,
     mode: Mode = "set",
     bootstrap_servers: str | None = None,
+    connection: Mapping[str, Any] | None = None,
     topic_prefix: str | None = None,
     requested_by: str = "example-service",
     wait_seconds: float = 120.0,
     out: IO[str] | None = None,
 ) -> CommandFinished:
-    """Publish one command and return (and print) its CommandFinished."""
+    """Publish one command and return (and print) its CommandFinished.
+
+    `connection`: aiokafka's security options (default: `kafka_options` from the environment or stack)."""
     stack = running_stack() if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ else {}
     servers = bootstrap_servers or os.environ.get(
         "KAFKA_BOOTSTRAP_SERVERS", stack.get("kafka_bootstrap_servers", "localhost:9092")
     )
     default_prefix = os.environ.get("SETACCOUNTS_TOPIC_PREFIX", stack.get("topic_prefix", ""))
     prefix = default_prefix if topic_prefix is None else topic_prefix
+    secured = kafka_options(stack) if connection is None else connection
     commands_topic, results_topic = topic_names(prefix)
     out = out or sys.stdout
 
@@ -97,8 +129,8 @@ async def main(
         requested_by=requested_by,
     )
 
-    results = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+    results = AIOKafkaConsumer(bootstrap_servers=servers, group_id=None, enable_auto_commit=False, **secured)
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", **secured)
     await results.start()
     await producer.start()
     try:
@@ -153,13 +185,30 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--mode", choices=("set", "add", "remove"), default="set", help="Set (default), add or remove them."
     )
+    parser.add_argument("--security-protocol", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    parser.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    parser.add_argument("--sasl-username", help="The password comes from SETACCOUNTS_KAFKA_SASL_PASSWORD.")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = _arguments(None)
+    stack = running_stack() if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ else {}
+    flags = {
+        "security_protocol": args.security_protocol,
+        "sasl_mechanism": args.sasl_mechanism,
+        "sasl_username": args.sasl_username,
+    }
     try:
-        answer = asyncio.run(main(args.target, args.accounts, propagate=args.propagate, mode=args.mode))
+        answer = asyncio.run(
+            main(
+                args.target,
+                args.accounts,
+                propagate=args.propagate,
+                mode=args.mode,
+                connection=kafka_options(stack, **flags),
+            )
+        )
     except KafkaConnectionError as exc:
         sys.exit(
             f"cannot reach Kafka ({exc}). Start the stack with `make run` in this checkout (found through "

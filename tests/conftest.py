@@ -43,8 +43,7 @@ async def settings(servers: Engines, issuer: Issuer) -> Settings:
     """Settings isolated by a uuid: topic prefix, consumer groups and database name."""
     run = uuid.uuid4().hex[:10]
     built = Settings(
-        kafka_bootstrap_servers=servers.kafka_bootstrap_servers,
-        mongodb_uri=servers.mongodb_uri,
+        **servers.settings(),
         mongodb_database=f"t_{run}",
         topic_prefix=f"t{run}.",
         group_prefix=f"g{run}",

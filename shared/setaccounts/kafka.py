@@ -190,8 +190,7 @@ async def replay(
         await consumer.stop()
 
 
-async def read_topic(
-    bootstrap_servers: str, topic: str, *, secured: Security | None = None
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """All of `replay` as a list (small topics: tests, examples)."""
-    return [record async for record in replay(bootstrap_servers, topic, secured=secured)]
+async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """All of `replay` as a list, connected as `settings` say (small topics: tests, examples)."""
+    servers = settings.kafka_bootstrap_servers
+    return [record async for record in replay(servers, topic, secured=security(settings))]

@@ -4,7 +4,8 @@
 (`setaccounts-audit`, `examples/publish_command.py`) read it when neither `KAFKA_BOOTSTRAP_SERVERS` nor
 `MONGODB_URI` is set, so a newcomer can run them next to `make run` without exporting anything. A file left
 behind by a stack killed with SIGKILL is ignored: it names the process that wrote it, and that process is
-gone. It holds addresses and names only (no passwords).
+gone. It holds addresses and names, and the embedded broker's SASL credentials: it is created readable by
+its owner only (mode 0600), in the checkout's `.run/`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ _VARIABLES = {
     "mongodb_uri": "MONGODB_URI",
     "mongodb_database": "SETACCOUNTS_MONGODB_DATABASE",
     "topic_prefix": "SETACCOUNTS_TOPIC_PREFIX",
+    "kafka_security_protocol": "SETACCOUNTS_KAFKA_SECURITY_PROTOCOL",
+    "kafka_sasl_mechanism": "SETACCOUNTS_KAFKA_SASL_MECHANISM",
+    "kafka_sasl_username": "SETACCOUNTS_KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "SETACCOUNTS_KAFKA_SASL_PASSWORD",
     "auth_issuer": "SETACCOUNTS_AUTH_ISSUER",
     "auth_audience": "SETACCOUNTS_AUTH_AUDIENCE",
     "auth_jwks_file": "SETACCOUNTS_AUTH_JWKS_FILE",
@@ -40,7 +45,9 @@ def write(workdir: Path, env: Mapping[str, str], api_url: str) -> Path:
     info.update({key: env[name] for key, name in _VARIABLES.items() if name in env})
     path = workdir / RELATIVE_PATH.name
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(info, indent=2) + "\n")
+    temporary.unlink(missing_ok=True)
+    with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(json.dumps(info, indent=2) + "\n")  # mode 0600 from the start: it may hold a password
     temporary.replace(path)
     return path
 
@@ -66,8 +73,9 @@ def find(start: Path | None = None) -> dict[str, Any] | None:
 def use_running_stack(
     environ: MutableMapping[str, str] | None = None, start: Path | None = None
 ) -> dict[str, Any] | None:
-    """Without engine addresses in the environment, take them (and the topic prefix, database and the
-    development token settings) from the running stack's file; returns what was used, or None."""
+    """Without engine addresses in the environment, take them (and the broker's credentials, the topic
+    prefix, database and the development token settings) from the running stack's file; returns what was
+    used, or None."""
     environ = os.environ if environ is None else environ
     if any(name in environ for name in ENGINE_VARIABLES):
         return None

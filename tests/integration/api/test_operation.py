@@ -66,7 +66,7 @@ async def test_bad_requests_answer_an_operation_outcome_and_publish_nothing(
     assert outcome["resourceType"] == "OperationOutcome"
     assert says in outcome["issue"][0]["diagnostics"]
     assert response.headers["content-type"].startswith("application/fhir+json")
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.commands) == []
+    assert await read_topic(settings, settings.topics.commands) == []
     assert await db.jobs.count_documents({}) == 0
 
 

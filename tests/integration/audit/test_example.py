@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.kafka import security
 from setaccounts.settings import Settings
 from setaccounts.store.meta import accounts_of
 from tests.helpers.resources import Seed, patient_with_members
@@ -39,6 +40,7 @@ async def test_example_publishes_a_command_and_prints_its_result(
         ["Organization/o1", "Organization/o2"],
         propagate=True,
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        connection=security(settings),
         topic_prefix=settings.topic_prefix,
         out=out,
     )
@@ -53,14 +55,20 @@ async def test_example_publishes_a_command_and_prints_its_result(
         ["Organization/o1", "Organization/o2"],
         propagate=True,
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        connection=security(settings),
         topic_prefix=settings.topic_prefix,
         out=out,
     )
     assert (again.status, again.resources_updated, again.resources_changed) == ("completed", 5, 0)
 
 
-async def test_example_reports_an_unknown_target_as_an_error(settings: Settings, propagator: None) -> None:
+async def test_example_reports_an_unknown_target_as_an_error(
+    settings: Settings, propagator: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     example, out = load_example(), io.StringIO()
+    for name, value in settings.to_env().items():  # the broker's security from the environment, as documented
+        if name.startswith("SETACCOUNTS_KAFKA_S"):
+            monkeypatch.setenv(name, value)
 
     finished = await example.main(
         "Patient/nobody",

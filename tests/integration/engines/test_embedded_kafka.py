@@ -9,6 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from setaccounts.kafka import Security, security
+from setaccounts.settings import Settings
 from setaccounts_dev.engines import (
     EMBEDDED_KAFKA_VAR,
     EngineError,
@@ -76,46 +78,54 @@ def test_the_variable_forces_a_broker_and_rejects_other_values(monkeypatch: pyte
 @needs_apache
 async def test_a_restarted_broker_keeps_topics_records_and_committed_offsets(tmp_path: Path) -> None:
     data = tmp_path / "kafka"
-    proc, bootstrap = start_apache_kafka(data)
+    proc, bootstrap, user = start_apache_kafka(data)
+    secured = security(Settings(kafka_bootstrap_servers=bootstrap, **user.settings()))
     port = int(bootstrap.rpartition(":")[2])
     tp = TopicPartition("survivor", 0)
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **secured)
         await admin.start()
         try:
             await admin.create_topics([NewTopic(tp.topic, num_partitions=1, replication_factor=1)])
         finally:
             await admin.close()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, **secured
+        )
         await producer.start()
         try:
             for i in range(10):
                 await producer.send_and_wait(tp.topic, f"r{i}".encode(), partition=0)
         finally:
             await producer.stop()
-        await _commit(bootstrap, tp, 4)
+        await _commit(bootstrap, secured, tp, 4)
 
         proc.stop()  # clean shutdown
-        proc, again = start_apache_kafka(data, port)
-        assert again == bootstrap
-        assert await _read(bootstrap, tp) == (4, [f"r{i}" for i in range(4, 10)])
+        proc, again, same_user = start_apache_kafka(data, port)
+        assert (again, same_user) == (bootstrap, user)  # the clients reconnect with what they had
+        assert await _read(bootstrap, secured, tp) == (4, [f"r{i}" for i in range(4, 10)])
 
         proc.kill()  # crash
-        proc, again = start_apache_kafka(data, port)
-        assert await _read(bootstrap, tp) == (4, [f"r{i}" for i in range(4, 10)])
+        proc, again, same_user = start_apache_kafka(data, port)
+        assert same_user == user
+        assert await _read(bootstrap, secured, tp) == (4, [f"r{i}" for i in range(4, 10)])
         assert (data / "kafka.log").is_file() and (data / "kafka-logs" / "meta.properties").is_file()
     finally:
         proc.stop()
 
 
-def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+def _consumer(bootstrap: str, secured: Security) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id="survivors", enable_auto_commit=False, session_timeout_ms=3000
+        bootstrap_servers=bootstrap,
+        group_id="survivors",
+        enable_auto_commit=False,
+        session_timeout_ms=3000,
+        **secured,
     )
 
 
-async def _commit(bootstrap: str, tp: TopicPartition, offset: int) -> None:
-    consumer = _consumer(bootstrap)
+async def _commit(bootstrap: str, secured: Security, tp: TopicPartition, offset: int) -> None:
+    consumer = _consumer(bootstrap, secured)
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -124,9 +134,9 @@ async def _commit(bootstrap: str, tp: TopicPartition, offset: int) -> None:
         await consumer.stop()
 
 
-async def _read(bootstrap: str, tp: TopicPartition) -> tuple[int | None, list[str]]:
+async def _read(bootstrap: str, secured: Security, tp: TopicPartition) -> tuple[int | None, list[str]]:
     """The group's committed offset, then the records from there to the end."""
-    consumer = _consumer(bootstrap)
+    consumer = _consumer(bootstrap, secured)
     await consumer.start()
     try:
         consumer.assign([tp])

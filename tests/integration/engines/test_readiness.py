@@ -14,7 +14,13 @@ import pytest
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_api.routes.health import CHECK_TIMEOUT
-from setaccounts_dev.engines import EmbeddedProcess, start_embedded_kafka, start_secantus, start_tansu
+from setaccounts_dev.engines import (
+    PLAINTEXT,
+    EmbeddedProcess,
+    start_embedded_kafka,
+    start_secantus,
+    start_tansu,
+)
 from tests.helpers.auth import Issuer
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
@@ -26,12 +32,13 @@ async def ready(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
 
 
 async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer: Issuer) -> None:
-    kafka, bootstrap, _ = await asyncio.to_thread(start_embedded_kafka, tmp_path)  # the broker in use
+    kafka, bootstrap, secured, _ = await asyncio.to_thread(start_embedded_kafka, tmp_path)  # the one in use
     mongo, uri = await asyncio.to_thread(start_secantus, tmp_path)
     try:
         app = create_app(
             Settings(
                 kafka_bootstrap_servers=bootstrap,
+                **secured.settings(),
                 mongodb_uri=uri,
                 mongodb_database="ready",
                 trusted_hosts="testserver",
@@ -73,7 +80,8 @@ async def test_readiness_is_a_quick_503_when_the_broker_stops_answering(
 ) -> None:
     kafka, bootstrap = await asyncio.to_thread(start_tansu, tmp_path)
     try:
-        await check_hang(settings.model_copy(update={"kafka_bootstrap_servers": bootstrap}), kafka, "kafka")
+        moved = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, **PLAINTEXT.settings()})
+        await check_hang(moved, kafka, "kafka")
     finally:
         await asyncio.to_thread(kafka.stop)
 

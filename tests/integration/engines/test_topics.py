@@ -7,6 +7,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from setaccounts.kafka import security
 from setaccounts.settings import Settings
 from setaccounts.topics import check_topics, create_topics
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 async def topic_config(settings: Settings, topic: str) -> dict[str, str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security(settings))
     await admin.start()
     try:
         [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])

@@ -19,10 +19,10 @@ from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import COMMANDS, RESULTS, UPDATES, SetAccountsCommand
-from setaccounts.kafka import partitions_of
+from setaccounts.kafka import partitions_of, security
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
-from setaccounts_dev.engines import embedded_kafka_choice, start_apache_kafka, start_tansu
+from setaccounts_dev.engines import PLAINTEXT, embedded_kafka_choice, start_apache_kafka, start_tansu
 from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
@@ -41,9 +41,9 @@ class Broker:
         self.kind, _ = embedded_kafka_choice()
         self.data_dir = workdir / "kafka"
         if self.kind == "apache":
-            self.proc, self.bootstrap = start_apache_kafka(self.data_dir)
+            self.proc, self.bootstrap, self.security = start_apache_kafka(self.data_dir)
         else:
-            self.proc, self.bootstrap = start_tansu(workdir)
+            (self.proc, self.bootstrap), self.security = start_tansu(workdir), PLAINTEXT
         self.port = int(self.bootstrap.rpartition(":")[2])
 
     def pause(self) -> None:
@@ -56,7 +56,7 @@ class Broker:
         self.proc.kill()
 
     def restart(self) -> None:
-        self.proc, _ = start_apache_kafka(self.data_dir, self.port)
+        self.proc, _, _ = start_apache_kafka(self.data_dir, self.port)  # the same credentials
 
     def stop(self) -> None:
         self.resume()
@@ -75,7 +75,9 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
 @pytest.fixture
 async def on_broker(settings: Settings, broker: Broker) -> Settings:
     """The test's settings pointed at its own broker, with the topics made there."""
-    moved = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap})
+    moved = settings.model_copy(
+        update={"kafka_bootstrap_servers": broker.bootstrap, **broker.security.settings()}
+    )
     await create_topics(moved)
     return moved
 
@@ -85,9 +87,12 @@ async def lag(settings: Settings) -> dict[str, int]:
     group would: Tansu answers the admin client's offset fetch in a form aiokafka cannot read)."""
     found = {}
     for role, channel in (("planner", COMMANDS), ("applier", UPDATES), ("aggregator", RESULTS)):
-        tps = await partitions_of(settings.kafka_bootstrap_servers, settings.topics.of(channel))
+        tps = await partitions_of(
+            settings.kafka_bootstrap_servers, settings.topics.of(channel), secured=security(settings)
+        )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
+            **security(settings),
             group_id=settings.group(role),
             enable_auto_commit=False,
         )

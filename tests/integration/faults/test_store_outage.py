@@ -153,7 +153,7 @@ async def test_api_answers_503_while_the_store_is_down_and_publishes_nothing(
     for leak in ("serverselection", "127.0.0.1", str(store.port), "pymongo", "topology"):
         assert leak not in text
     assert elapsed < 30
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.commands) == []
+    assert await read_topic(settings, settings.topics.commands) == []
 
 
 async def test_the_propagator_waits_for_a_store_that_is_down_at_start(

@@ -124,10 +124,7 @@ async def test_cancel_mid_job_stops_writes_and_reports_cancelled(
         assert "cancelled" in status.json()["issue"][0]["diagnostics"]
         again = await api.delete(status_url)
         assert again.status_code == 202
-    finished = [
-        RESULTS.decode(r.value)
-        for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
-    ]
+    finished = [RESULTS.decode(r.value) for r in await read_topic(settings, settings.topics.results)]
     assert any(
         isinstance(e, CommandFinished) and e.command_id == command_id and e.status == "cancelled"
         for e in finished
@@ -151,10 +148,7 @@ async def test_kill_9_mid_aggregation_then_restart_completes_with_the_true_count
             await assert_exactly_once(db, cmd.command_id)
     answers = [
         e
-        for e in (
-            RESULTS.decode(r.value)
-            for r in await read_topic(slow.kafka_bootstrap_servers, slow.topics.results)
-        )
+        for e in (RESULTS.decode(r.value) for r in await read_topic(slow, slow.topics.results))
         if isinstance(e, CommandFinished)
     ]
     assert answers and {(e.status, e.resources_updated) for e in answers} == {("completed", MEMBERS + 1)}

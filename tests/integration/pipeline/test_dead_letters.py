@@ -59,7 +59,7 @@ async def parked_records(settings: Settings, count: int, timeout: float = 15) ->
     of another partition has parked its bad record."""
     deadline = time.monotonic() + timeout
     while True:
-        parked = await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter)
+        parked = await read_topic(settings, settings.topics.deadletter)
         if len(parked) >= count or time.monotonic() > deadline:
             return parked
         await asyncio.sleep(0.2)
@@ -94,13 +94,10 @@ async def test_commands_with_a_usable_id_get_a_failed_result_and_an_errored_job(
         job = await wait_job(db, command_id, ("error",))
     assert job["http_status"] == status
     assert diagnostics in job["outcome"]["issue"][0]["diagnostics"]
-    results = [
-        RESULTS.decode(r.value)
-        for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
-    ]
+    results = [RESULTS.decode(r.value) for r in await read_topic(settings, settings.topics.results)]
     assert [type(e) for e in results] == [CommandFailed, CommandFinished]
     assert results[1].status == "error" and results[1].outcome == job["outcome"]
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter) == []
+    assert await read_topic(settings, settings.topics.deadletter) == []
     assert await db.resources.count_documents({"marks.command_id": command_id}) == 0
 
 
@@ -118,5 +115,5 @@ async def test_an_invalid_command_reusing_a_jobs_id_never_touches_that_job(
         job = await wait_job(db, good.command_id, ("completed", "error"))
     assert (job["status"], job["resources_updated"]) == ("completed", 301)
     assert "outcome" not in job or job["outcome"] is None
-    parked = await read_topic(settings.kafka_bootstrap_servers, settings.topics.deadletter)
+    parked = await read_topic(settings, settings.topics.deadletter)
     assert [r.value for r in parked] == [hijack]

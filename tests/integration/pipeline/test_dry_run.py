@@ -80,7 +80,7 @@ async def test_dry_run_writes_nothing_and_predicts_the_real_run(
     assert 0 < len(answer["member"]) <= 2
     assert await versions(db) == before
     assert await db.jobs.count_documents({}) == 0
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.commands) == []
+    assert await read_topic(settings, settings.topics.commands) == []
 
     real = await api.post(f"/Patient/p1/${operation}", json=parameters(*accounts, propagate=True))
     assert real.status_code == 200, real.text
@@ -118,5 +118,5 @@ async def test_a_large_compartment_is_previewed_asynchronously_from_memory(
     assert (answer["resourcesUpdated"], answer["resourcesChanged"], answer["member"]) == (8, 4, [])
     assert await versions(db) == before
     assert await db.jobs.count_documents({}) == 0
-    assert await read_topic(settings.kafka_bootstrap_servers, settings.topics.commands) == []
+    assert await read_topic(settings, settings.topics.commands) == []
     assert (await api.get(url.replace("/dry-run/", "/dry-run/x"))).status_code == 404

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import RESULTS, SetAccountsCommand
-from setaccounts.kafka import partitions_of, read_topic
+from setaccounts.kafka import partitions_of, read_topic, security
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
@@ -42,6 +42,7 @@ async def rewind_group(settings: Settings, role: str, topic: str) -> None:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        **security(settings),
         group_id=settings.group(role),
         enable_auto_commit=False,
         session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -59,6 +60,7 @@ async def caught_up(settings: Settings, role: str, topic: str, timeout: float = 
     """Wait until a group has committed every record of the topic (it re-processed what was rewound)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        **security(settings),
         group_id=settings.group(role),
         enable_auto_commit=False,
     )
@@ -66,7 +68,8 @@ async def caught_up(settings: Settings, role: str, topic: str, timeout: float = 
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
-            ends = await consumer.end_offsets(await partitions_of(settings.kafka_bootstrap_servers, topic))
+            tps = await partitions_of(settings.kafka_bootstrap_servers, topic, secured=security(settings))
+            ends = await consumer.end_offsets(tps)
             behind = [tp for tp, end in ends.items() if (await consumer.committed(tp) or 0) < end]
             if not behind:
                 return
@@ -91,17 +94,14 @@ async def test_redelivered_batches_change_nothing_and_inflate_no_count(
     # Applier and aggregator both re-consume everything they had committed, as after a crash.
     await rewind_group(settings, "applier", settings.topics.updates)
     await rewind_group(settings, "aggregator", settings.topics.results)
-    results_before = len(await read_topic(settings.kafka_bootstrap_servers, settings.topics.results))
+    results_before = len(await read_topic(settings, settings.topics.results))
     async with roles(settings, "applier", "aggregator"):
         await caught_up(settings, "applier", settings.topics.updates)
         await caught_up(settings, "aggregator", settings.topics.results)
     job = await wait_job(db, first.command_id)
     assert (job["resources_updated"], job["resources_changed"]) == (301, 301)
     assert await versions(db) == before
-    replayed = [
-        RESULTS.decode(r.value)
-        for r in await read_topic(settings.kafka_bootstrap_servers, settings.topics.results)
-    ]
+    replayed = [RESULTS.decode(r.value) for r in await read_topic(settings, settings.topics.results)]
     assert len(replayed) > results_before, "the batches were not redelivered"
 
 
