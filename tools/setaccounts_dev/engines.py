@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
+from urllib.parse import quote_plus
 
 KAFKA_IMAGE = "apache/kafka:3.9.1"
 MONGO_IMAGE = "mongo:8.0"
@@ -237,12 +238,35 @@ def start_tansu(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess
     raise EngineError("Tansu could not start on a free port after 3 attempts; see tansu.log")
 
 
+@dataclass(frozen=True)
+class MongoUser:
+    """A SecantusDB user (SCRAM-SHA-256), defined in `admin`."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+def create_mongo_user(uri: str, user: MongoUser, database: str) -> None:
+    """`createUser` in `admin` with read and write on `database`, over the wire. SecantusDB takes it from
+    a client of a server started without `--auth`; restart it with `user=` to require the login."""
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    try:
+        roles = [{"role": "readWrite", "db": database}, {"role": "dbAdmin", "db": database}]
+        client.admin.command("createUser", user.username, pwd=user.password, roles=roles)
+    finally:
+        client.close()
+
+
 def start_secantus(
-    workdir: Path, port: int | None = None, durable: bool = False
+    workdir: Path, port: int | None = None, durable: bool = False, user: MongoUser | None = None
 ) -> tuple[EmbeddedProcess, str]:
     """Start SecantusDB as its own Python process (never imported: it is GPL) and wait for a ping.
 
     `durable` syncs every commit to disk, so an acknowledged write survives a kill -9 of the server.
+    `user`: run with `--auth` (every command but the handshake and ping needs a login; create the user
+    first with `create_mongo_user`); the URI returned then carries the user's credentials.
     """
     if importlib.util.find_spec("secantus") is None:
         raise EngineError(
@@ -265,6 +289,7 @@ def start_secantus(
             "--log-level",
             "WARNING",
             *(["--sync-on-commit"] if durable else []),
+            *(["--auth"] if user else []),
         ]
         proc = EmbeddedProcess("secantus", argv, dict(os.environ), workdir / "secantus.log")
         try:
@@ -275,6 +300,9 @@ def start_secantus(
                 raise
             continue
         uri = f"mongodb://127.0.0.1:{chosen}/?directConnection=true"
+        if user is not None:
+            login = f"{quote_plus(user.username)}:{quote_plus(user.password)}"
+            uri = f"mongodb://{login}@127.0.0.1:{chosen}/?directConnection=true&authSource=admin"
         _wait_mongo_ping(uri, proc)
         return proc, uri
     raise EngineError("SecantusDB could not start on a free port after 3 attempts; see secantus.log")
@@ -294,7 +322,8 @@ def _wait_mongo_ping(uri: str, proc: EmbeddedProcess | None = None, timeout: flo
             if proc is not None and not proc.alive():
                 raise EngineError(f"SecantusDB exited: {proc.log_tail()}") from exc
             if time.monotonic() > deadline:
-                raise EngineError(f"MongoDB at {uri} did not answer a ping within {timeout:.0f}s") from exc
+                where = uri.rpartition("@")[2] if "@" in uri else uri  # never the credentials
+                raise EngineError(f"MongoDB at {where} did not answer a ping within {timeout:.0f}s") from exc
             time.sleep(0.2)
         finally:
             client.close()

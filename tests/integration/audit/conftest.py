@@ -27,4 +27,8 @@ def audit_env(settings: Settings) -> dict[str, str]:
         "SETACCOUNTS_MONGODB_DATABASE": settings.mongodb_database,
         "SETACCOUNTS_AUTH_ISSUER": settings.auth_issuer,
         "SETACCOUNTS_AUTH_AUDIENCE": settings.auth_audience,
+        "SETACCOUNTS_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "SETACCOUNTS_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "SETACCOUNTS_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "SETACCOUNTS_KAFKA_SASL_PASSWORD": settings.kafka_sasl_password.get_secret_value(),
     }

@@ -15,12 +15,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 def test_servers_from_the_environment_win_and_nothing_is_started(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka.example:9092")
     monkeypatch.setenv("MONGODB_URI", "mongodb://mongo.example:27017")
+    secured = {
+        "SETACCOUNTS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "SETACCOUNTS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "SETACCOUNTS_KAFKA_SASL_USERNAME": "svc",
+        "SETACCOUNTS_KAFKA_SASL_PASSWORD": "s3cret",
+    }
+    for name, value in secured.items():
+        monkeypatch.setenv(name, value)
     with engines() as found:
         assert (found.kind, found.kafka_bootstrap_servers, found.mongodb_uri) == (
             "environment",
             "kafka.example:9092",
             "mongodb://mongo.example:27017",
         )
+        assert found.as_env().items() >= secured.items()  # the servers' credentials go with them
+        assert "s3cret" not in repr(found)
 
 
 def test_only_one_server_variable_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
