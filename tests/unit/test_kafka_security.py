@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from setaccounts.kafka import make_consumer, make_producer, security
 from setaccounts.settings import Settings
+from setaccounts_dev.engines import PLAINTEXT, Engines, KafkaSecurity
 
 
 def test_plaintext_by_default() -> None:
@@ -57,3 +58,24 @@ def test_the_password_survives_the_round_trip_to_child_processes(monkeypatch: py
     for name, value in settings.to_env().items():
         monkeypatch.setenv(name, value)
     assert Settings() == settings
+
+
+def test_the_engines_credentials_reach_every_client_in_settings_and_in_child_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-512", "setaccounts", "generated-secret")
+    found = Engines("127.0.0.1:9", "mongodb://127.0.0.1:1", "embedded", kafka_security=broker)
+    in_process = Settings(**found.settings())
+    assert security(in_process)["sasl_plain_password"] == "generated-secret"
+    assert "generated-secret" not in repr(found)
+    for name, value in found.as_env().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == in_process  # what a service started with `as_env()` connects with
+
+
+def test_a_broker_without_authentication_clears_credentials_the_settings_had() -> None:
+    secured = Settings(
+        kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="svc", kafka_sasl_password="s3cret"
+    )
+    moved = secured.model_copy(update={"kafka_bootstrap_servers": "127.0.0.1:9", **PLAINTEXT.settings()})
+    assert security(moved) == {"security_protocol": "PLAINTEXT"}

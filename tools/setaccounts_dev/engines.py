@@ -77,18 +77,15 @@ class KafkaSecurity:
 
         fields: dict[str, Any] = {"kafka_security_protocol": self.protocol}
         if self.protocol.startswith("SASL_"):
-            fields |= {
-                "kafka_sasl_mechanism": self.mechanism,
-                "kafka_sasl_username": self.username,
-                "kafka_sasl_password": SecretStr(self.password),
-            }
+            fields |= {"kafka_sasl_username": self.username, "kafka_sasl_password": SecretStr(self.password)}
+            if self.mechanism:  # else the settings' default
+                fields["kafka_sasl_mechanism"] = self.mechanism
         return fields
 
     def as_env(self) -> dict[str, str]:
         """As the environment variables `Settings` reads (only those that are set)."""
-        values = {"protocol": self.protocol, "mechanism": self.mechanism, "username": self.username}
-        values["password"] = self.password
-        return {_SECURITY_VARIABLES[key]: value for key, value in values.items() if value}
+        values = {name: str(getattr(self, key)) for key, name in _SECURITY_VARIABLES.items()}
+        return {name: value for name, value in values.items() if value}
 
 
 PLAINTEXT = KafkaSecurity()
