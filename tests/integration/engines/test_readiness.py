@@ -34,6 +34,8 @@ async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer
                 kafka_bootstrap_servers=bootstrap,
                 mongodb_uri=uri,
                 mongodb_database="ready",
+                replication_factor=1,
+                min_insync_replicas=1,
                 trusted_hosts="testserver",
                 **issuer.settings(),
             )
@@ -42,7 +44,10 @@ async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 assert (await client.get("/healthz")).status_code == 200
-                assert await ready(client) == (200, {"status": "ready", "mongodb": "ok", "kafka": "ok"})
+                assert await ready(client) == (
+                    200,
+                    {"status": "ready", "mongodb": "ok", "kafka": "ok", "topics": "ok"},
+                )
 
                 await asyncio.to_thread(kafka.stop)
                 status, body = await ready(client)
