@@ -60,6 +60,7 @@ class TopicRecovery:
     service: str
     backoff_seconds: float = 5.0
     _last_attempt: float = field(default=-float("inf"), init=False)
+    _last_recreated: bool = field(default=False, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _ends: dict[TopicPartition, int] = field(default_factory=dict, init=False)
     _whole_at: datetime | None = field(default=None, init=False)
@@ -88,14 +89,15 @@ class TopicRecovery:
             return True
         async with self._lock:
             if time.monotonic() - self._last_attempt < self.backoff_seconds:
-                return False
-            self._last_attempt = time.monotonic()
+                return self._last_recreated  # another caller just tried (the broker may not list them yet)
+            self._last_attempt, self._last_recreated = time.monotonic(), False
             log.warning("the broker lost topics: recreating them", missing=missing, emptied=shrunk)
             try:
                 await create_topics(self.settings)
             except Exception as exc:  # refused or the broker went away: report not ready, try again later
                 log.warning("could not recreate the topics", error=repr(exc))
                 return False
+            self._last_recreated = True
             if set(missing + shrunk) - {self.settings.topics.deadletter}:
                 await self._end_lost_jobs(self._whole_at or datetime.now(UTC))
             self._ends, self._whole_at = {}, None  # the next check reads the fresh topics
