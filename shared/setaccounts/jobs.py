@@ -16,7 +16,7 @@ Who writes what (every write is a `JobStore` method named for the step; `updated
 | resources_changed, outcome, agg_rev                    |                                                |
 | cancelled_at, cancelled_by                             | API: `cancel`                                  |
 | outcome, http_status, lost_at (a job whose events the  | whichever service first notices that the       |
-| broker lost)                                           | broker lost its topics (`fail_lost`)           |
+| broker lost); `broker_losses` (when a loss was handled)| broker lost its topics (`fail_lost`)           |
 
 `status` is the one field several roles move, each only along its own transitions, and never out of a
 final status: `accepted` (on creation) → `planning` (planner, `start_plan`) → `applying` (planner,
