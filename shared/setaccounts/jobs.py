@@ -15,11 +15,14 @@ Who writes what (every write is a `JobStore` method named for the step; `updated
 | tallies, processed, resources_updated,                 | aggregator: `save_aggregate`                   |
 | resources_changed, outcome, agg_rev                    |                                                |
 | cancelled_at, cancelled_by                             | API: `cancel`                                  |
+| outcome, http_status, lost_at (a job whose events the  | whichever service first notices that the       |
+| broker lost); `broker_losses` (when a loss was handled)| broker lost its topics (`fail_lost`)           |
 
 `status` is the one field several roles move, each only along its own transitions, and never out of a
 final status: `accepted` (on creation) → `planning` (planner, `start_plan`) → `applying` (planner,
 `checkpoint`) → `completed` | `error` (aggregator, `save_aggregate`); `error` also by the API when the
-command could not be published; `cancelled` by the API (`cancel`).
+command could not be published, and by `fail_lost` (API or propagator, whichever notices first) for every
+running job created before the broker lost its topics; `cancelled` by the API (`cancel`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.status import TERMINAL, JobStatus
@@ -101,6 +105,8 @@ class Job(BaseModel):
     # API
     cancelled_at: datetime | None = None
     cancelled_by: str | None = None
+    # API or propagator: the broker lost the job's events
+    lost_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -148,6 +154,7 @@ class JobStore:
     def __init__(self, db: AsyncDatabase[StoredJob]) -> None:
         self._jobs: AsyncCollection[StoredJob] = db.jobs
         self._sequences: AsyncCollection[StoredJob] = db.sequences
+        self._losses: AsyncCollection[StoredJob] = db.broker_losses
 
     async def get(self, command_id: str) -> Job | None:
         found = await self._jobs.find_one({"_id": command_id})
@@ -199,6 +206,34 @@ class JobStore:
             command_id, {"status": JobStatus.CANCELLED.value, "cancelled_at": now, "cancelled_by": by}
         )
         return await self.get(command_id)
+
+    # --- API or propagator: the broker lost its topics ------------------------------------------------
+
+    async def fail_lost(self, whole_at: datetime, outcome: dict[str, Any], http_status: int) -> list[Job]:
+        """End every running job created until now with `outcome`: their command, updates or results were
+        on topics the broker lost, so they can never finish. Returns the jobs this call ended.
+
+        Once per loss: `whole_at` is when the caller last saw the topics whole; if another service recorded
+        a loss since (in `broker_losses`), that one was this loss, its jobs are ended already, and jobs
+        created after it are not touched."""
+        now = _now()
+        try:
+            recorded = await self._losses.update_one(
+                {"_id": "broker", "at": {"$lt": whole_at}}, {"$set": {"at": now}}, upsert=True
+            )
+        except DuplicateKeyError:
+            return []
+        if recorded.matched_count == 0 and recorded.upserted_id is None:
+            return []
+        running = self._jobs.find({"status": _RUNNING, "created_at": {"$lt": now}}, {"_id": 1})
+        ended: list[Job] = []
+        for command_id in [doc["_id"] async for doc in running]:
+            fields = {"status": JobStatus.ERROR.value, "outcome": outcome, "http_status": http_status}
+            if await self._set(command_id, {**fields, "lost_at": _now()}):
+                job = await self.get(command_id)
+                if job is not None:
+                    ended.append(job)
+        return ended
 
     # --- planner -------------------------------------------------------------------------------------
 

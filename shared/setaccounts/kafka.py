@@ -75,6 +75,8 @@ def make_consumer(
         heartbeat_interval_ms=max(200, settings.kafka_session_timeout_ms // 10),
         rebalance_timeout_ms=30_000,
         max_poll_interval_ms=max_poll_interval_ms,
+        # A topic deleted and created again is seen (and assigned) within seconds, not after 5 minutes.
+        metadata_max_age_ms=5_000,
     )
 
 

@@ -24,6 +24,11 @@ OUTAGE = Gauge(
     "1 while a role waits for the store or the broker to answer again, by role",
     ["role"],
 )
+TOPICS_MISSING = Gauge(
+    "setaccounts_topics_missing",
+    "Topics of this service the broker does not have (0 once recreated), by service",
+    ["service"],
+)
 JOBS_FINISHED = Counter("setaccounts_jobs_finished_total", "Jobs that reached a final status", ["status"])
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from setaccounts_dev.engines import KAFKA_IMAGE, apache_kafka_unavailable, kafka_classpath, kafka_version
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -161,3 +163,52 @@ def test_app_services_share_image_and_wiring(rendered: dict[str, Any]) -> None:
         assert depends_on["kafka"]["condition"] == "service_healthy"
         assert depends_on["mongo"]["condition"] == "service_healthy"
         assert depends_on["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_kafka_is_the_version_the_embedded_broker_runs(rendered: dict[str, Any]) -> None:
+    """Compose, testcontainers and the embedded broker run one Kafka version (the pom's)."""
+    wanted = f"apache/kafka:{kafka_version()}"
+    assert kafka_version().startswith("4."), kafka_version()
+    assert rendered["services"]["kafka"]["image"] == wanted
+    assert wanted == KAFKA_IMAGE
+
+
+def _properties_of(environment: dict[str, str]) -> dict[str, str]:
+    """The server properties the apache/kafka image writes from its `KAFKA_*` variables (`_` → `.`,
+    `__` → `_`, `___` → `-`), with the compose host names made local."""
+    found = {}
+    for key, value in environment.items():
+        if not key.startswith("KAFKA_"):
+            continue
+        name = key[len("KAFKA_") :].lower().replace("___", "-").replace("__", "\0").replace("_", ".")
+        found[name.replace("\0", "_")] = str(value).replace("kafka:", "localhost:")
+    return found
+
+
+def test_the_kafka_environment_is_a_valid_kraft_config_for_kafka_4(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    """Kafka's own storage tool (the version of tools/kafka/pom.xml) accepts the compose broker's settings:
+    KRaft only, nothing Kafka 4 removed."""
+    reason = apache_kafka_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    kafka = rendered["services"]["kafka"]
+    properties = _properties_of(kafka["environment"]) | {"log.dirs": str(tmp_path / "data")}
+    assert "zookeeper.connect" not in properties
+    config = tmp_path / "server.properties"
+    config.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    java = shutil.which("java")
+    assert java is not None
+    argv = [java, "-Xmx256m", "kafka.tools.StorageTool", "format", "--config", str(config)]
+    argv += ["--cluster-id", kafka["environment"]["CLUSTER_ID"]]
+    done = subprocess.run(
+        argv,
+        env={**os.environ, "CLASSPATH": kafka_classpath()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "data" / "meta.properties").is_file()

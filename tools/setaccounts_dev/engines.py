@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 from urllib.parse import quote_plus
 
-KAFKA_IMAGE = "apache/kafka:3.9.1"
+KAFKA_IMAGE = "apache/kafka:4.1.1"  # the version tools/kafka/pom.xml pins (a test checks)
 MONGO_IMAGE = "mongo:8.0"
 KAFKA_POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 EMBEDDED_KAFKA_VAR = "SETACCOUNTS_EMBEDDED_KAFKA"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +15,7 @@ from setaccounts.auth.tokens import TokenVerifier
 from setaccounts.kafka import make_producer
 from setaccounts.logs import configure_logging
 from setaccounts.mongo import ensure_indexes, make_client
+from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
@@ -33,14 +36,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_client(settings)
         producer = make_producer(settings)
+        stop = asyncio.Event()
+        watch: asyncio.Task[None] | None = None
         try:
             db = client[settings.mongodb_database]
             await ensure_indexes(db)
             await producer.start()
             app.state.settings, app.state.db, app.state.producer = settings, db, producer
+            app.state.recovery = recovery = TopicRecovery(settings, db, producer, "api")
+            watch = asyncio.create_task(recovery.watch(stop), name="topics")
             log.info("api ready", kafka=settings.kafka_bootstrap_servers, database=settings.mongodb_database)
             yield
         finally:
+            stop.set()
+            if watch is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             await producer.stop()
             await client.close()
 

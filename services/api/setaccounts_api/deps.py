@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import Depends, Request
 from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
 
 
@@ -26,6 +27,12 @@ def get_producer(request: Request) -> AIOKafkaProducer:
     return producer
 
 
+def get_recovery(request: Request) -> TopicRecovery:
+    recovery: TopicRecovery = request.app.state.recovery
+    return recovery
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[AsyncDatabase[dict[str, Any]], Depends(get_db)]
 ProducerDep = Annotated[AIOKafkaProducer, Depends(get_producer)]
+RecoveryDep = Annotated[TopicRecovery, Depends(get_recovery)]

@@ -19,8 +19,8 @@ from setaccounts.events import COMMANDS, RESULTS, UPDATES, Channel
 from setaccounts.failures import is_outage
 from setaccounts.kafka import make_consumer, make_producer
 from setaccounts.mongo import ensure_indexes, make_client
+from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
-from setaccounts.topics import create_topics
 from setaccounts_propagator.aggregator import Aggregator
 from setaccounts_propagator.applier import Applier
 from setaccounts_propagator.consumer import ConsumerLoop
@@ -95,16 +95,18 @@ async def run(
     try:
         db = client[settings.mongodb_database]
         await until_up("store", lambda: ensure_indexes(db), stop)
-        await until_up("broker", lambda: create_topics(settings), stop)
         await until_up("broker", producer.start, stop)
+        recovery = TopicRecovery(settings, db, producer, "propagator")
+        await until_up("broker", recovery.recreate, stop)
         loops = [build_loop(name, settings, db, producer) for name in roles]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
+        watch = asyncio.create_task(recovery.watch(stop), name="topics")
         if ready is not None:
             ready.set()
         log.info("propagator running", roles=roles, group_prefix=settings.group_prefix)
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
-        for task in tasks:
+        for task in [*tasks, watch]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for task in done:

@@ -52,6 +52,7 @@ class ConsumerLoop:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200)
                 if not batches:
+                    await self._rewind_past_end()
                     continue
                 records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
                 with BATCH_SECONDS.labels(self.role).time():
@@ -59,6 +60,29 @@ class ConsumerLoop:
                 await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
         finally:
             await self.consumer.stop()
+
+    async def _rewind_past_end(self) -> None:
+        """A partition whose log now ends before our position was recreated (a broker that lost its data, a
+        topic deleted and created again), and a commit from before may have put us there. Kafka answers such
+        a fetch with an out-of-range error and the client resets to the earliest offset; Tansu answers with
+        no records, so the consumer would wait there for ever: rewind as that reset would."""
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(self.consumer.position(tp), 1)
+            except (IllegalStateError, TimeoutError):
+                continue  # reassigned or being reset meanwhile
+            if position > highwater:
+                log.warning(
+                    "partition ends before the position: reading it from its start",
+                    role=self.role,
+                    partition=str(tp),
+                    position=position,
+                    end=highwater,
+                )
+                await self.consumer.seek_to_beginning(tp)
 
     async def process(self, records: Sequence[Record]) -> None:
         """Handle the records in their order: an invalid one is answered (or dead-lettered) only after the

@@ -41,6 +41,8 @@ async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer
                 **secured.settings(),
                 mongodb_uri=uri,
                 mongodb_database="ready",
+                replication_factor=1,
+                min_insync_replicas=1,
                 trusted_hosts="testserver",
                 **issuer.settings(),
             )
@@ -49,7 +51,10 @@ async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 assert (await client.get("/healthz")).status_code == 200
-                assert await ready(client) == (200, {"status": "ready", "mongodb": "ok", "kafka": "ok"})
+                assert await ready(client) == (
+                    200,
+                    {"status": "ready", "mongodb": "ok", "kafka": "ok", "topics": "ok"},
+                )
 
                 await asyncio.to_thread(kafka.stop)
                 status, body = await ready(client)

@@ -1,4 +1,5 @@
-"""Liveness (`/healthz`: the process answers), readiness (`/readyz`: Kafka and MongoDB answer), `/metrics`."""
+"""Liveness (`/healthz`: the process answers), readiness (`/readyz`: Kafka and MongoDB answer, and the
+topics exist or could be recreated), `/metrics`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from setaccounts_api.deps import DbDep, ProducerDep
+from setaccounts.recovery import TopicRecovery
+from setaccounts_api.deps import DbDep, ProducerDep, RecoveryDep
 from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["health"])
@@ -36,11 +38,21 @@ async def metrics(principal: PrincipalDep) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+async def _topics(recovery: TopicRecovery) -> str:
+    """ "ok" when the topics exist (recreated now if they vanished and the back-off allows), else "missing";
+    a recreation outlasting the bound goes on in the background."""
+    try:
+        present = await asyncio.wait_for(asyncio.shield(recovery.check()), CHECK_TIMEOUT)
+    except Exception:
+        return "unavailable"
+    return "ok" if present else "missing"
+
+
 @router.get("/readyz")
-async def readyz(db: DbDep, producer: ProducerDep) -> JSONResponse:
-    mongo, kafka = await asyncio.gather(
-        _check(db.command("ping")), _check(producer.client.fetch_all_metadata())
+async def readyz(db: DbDep, producer: ProducerDep, recovery: RecoveryDep) -> JSONResponse:
+    mongo, kafka, topics = await asyncio.gather(
+        _check(db.command("ping")), _check(producer.client.fetch_all_metadata()), _topics(recovery)
     )
-    ready = mongo == "ok" and kafka == "ok"
-    body = {"status": "ready" if ready else "not ready", "mongodb": mongo, "kafka": kafka}
+    ready = mongo == "ok" and kafka == "ok" and topics == "ok"
+    body = {"status": "ready" if ready else "not ready", "mongodb": mongo, "kafka": kafka, "topics": topics}
     return JSONResponse(body, status_code=200 if ready else 503)
