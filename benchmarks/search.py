@@ -86,6 +86,9 @@ async def measure(
     middle = patients[len(patients) // 2]
     results: list[Measured] = []
 
+    async def metadata(run: int) -> httpx.Response:
+        return await api.get("/metadata")
+
     async def read(run: int) -> httpx.Response:
         return await api.get(f"/{sample[run]}")
 
@@ -123,6 +126,7 @@ async def measure(
         return await api.get(nxt)
 
     plan: list[tuple[str, float | None, int, Callable[[int], Awaitable[httpx.Response]]]] = [
+        ("`/metadata` (baseline: HTTP and the API, no store)", None, fast, metadata),
         ("read `Observation/id`", TARGETS["id"], fast, read),
         ("`Observation?_id=x`", TARGETS["id"], fast, by_id),
         ("`Observation?_count=100`, page 1", TARGETS["page"], slow, first_page),
