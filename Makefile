@@ -42,6 +42,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/search.py --output docs/benchmarks.md
 
 load: $(STAMP)
 	$(BIN)/python benchmarks/load.py --output docs/benchmarks.md

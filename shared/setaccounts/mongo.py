@@ -26,4 +26,12 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     await db.resources.create_index([("members_of", ASCENDING), ("_id", ASCENDING)], name="members_of")
     await db.resources.create_index([("compartments", ASCENDING)], name="compartments")
     await db.resources.create_index([("type", ASCENDING), ("_id", ASCENDING)], name="type")
+    # Searches: equalities first, then `_id` (the order pages are read in, by keyset).
+    await db.resources.create_index([("deleted", ASCENDING), ("_id", ASCENDING)], name="search_all")
+    await db.resources.create_index(
+        [("type", ASCENDING), ("deleted", ASCENDING), ("_id", ASCENDING)], name="search_type"
+    )
+    await db.resources.create_index(
+        [("compartments", ASCENDING), ("deleted", ASCENDING), ("_id", ASCENDING)], name="search_compartment"
+    )
     await db.jobs.create_index([("target", ASCENDING), ("created_at", ASCENDING)], name="target")

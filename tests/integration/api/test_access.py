@@ -329,3 +329,31 @@ async def test_open_endpoints_and_metrics(issuer: Issuer, client_as: ClientAs) -
         assert (await user.get("http://testserver/metrics")).status_code == 403
     async with client_as(issuer.admin_token()) as admin:
         assert (await admin.get("http://testserver/metrics")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/Observation", ""])
+async def test_a_scoped_token_pages_through_its_accounts_only(
+    issuer: Issuer, client_as: ClientAs, seed: Seed, path: str
+) -> None:
+    """Interleaved ids of two accounts, read three at a time: every page, link and count is confined."""
+    await seed(
+        with_accounts({"resourceType": "Patient", "id": "pa"}, A),
+        with_accounts({"resourceType": "Patient", "id": "pb"}, B),
+        *(
+            with_accounts(observation(f"o{i:02d}", "pa" if i % 2 else "pb"), A if i % 2 else B)
+            for i in range(20)
+        ),
+    )
+    mine = {"Patient/pa", *(f"Observation/o{i:02d}" for i in range(1, 20, 2))}
+    if path:
+        mine.discard("Patient/pa")
+    async with client_as(issuer.token("user-a", accounts=[A])) as client:
+        page = (await client.get(path, params={"_count": "3", "_total": "accurate"})).json()
+        total, seen = page["total"], [e["fullUrl"].split("/R4/")[1] for e in page.get("entry", [])]
+        while (nxt := next((x["url"] for x in page["link"] if x["relation"] == "next"), None)) is not None:
+            page = (await client.get(nxt)).json()
+            seen += [e["fullUrl"].split("/R4/")[1] for e in page.get("entry", [])]
+
+    assert total == len(mine)
+    assert len(seen) == len(set(seen))
+    assert set(seen) == mine

@@ -105,7 +105,8 @@ async def test_system_search_by_compartment_and_type(api: httpx.AsyncClient) -> 
 async def test_paging_links_walk_every_match_once(api: httpx.AsyncClient) -> None:
     await put_all(api, *(observation(f"o{i:02d}", "Patient/1") for i in range(25)))
 
-    first = (await api.get("/Observation", params={"_compartment": "Patient/1", "_count": "10"})).json()
+    params = {"_compartment": "Patient/1", "_count": "10", "_total": "accurate"}
+    first = (await api.get("/Observation", params=params)).json()
     seen, page, pages = ids(first), first, 1
     while (nxt := _link(page, "next")) is not None:
         page = (await api.get(nxt)).json()
@@ -116,10 +117,85 @@ async def test_paging_links_walk_every_match_once(api: httpx.AsyncClient) -> Non
     assert pages == 3
     assert seen == [f"Observation/o{i:02d}" for i in range(25)]
     assert _link(first, "previous") is None
-    assert "_offset=20" in _url(page, "self")
-    previous = (await api.get(_url(page, "previous"))).json()
-    assert ids(previous) == [f"Observation/o{i:02d}" for i in range(10, 20)]
+    assert "_cursor=" in _url(first, "next")
+    assert "_offset" not in _url(first, "next")
     assert "_compartment=Patient/1" in _url(first, "self")
+    assert "_total=accurate" in _url(first, "next")
+    again = (await api.get(_url(page, "self"))).json()
+    assert ids(again) == ids(page)
+
+
+async def test_paging_sees_every_resource_once_while_resources_are_created(api: httpx.AsyncClient) -> None:
+    """Keyset paging: between page fetches, one resource is created before the read position (with
+    `_offset` it pushed everything back by one: a repeat) and one just after it (it must be found)."""
+    originals = [f"Observation/o{i:02d}" for i in range(0, 30, 2)]
+    await put_all(api, *(observation(ref.split("/")[1]) for ref in originals))
+
+    page = (await api.get("/Observation", params={"_count": "4"})).json()
+    seen = ids(page)
+    behind: list[str] = []
+    ahead: list[str] = []
+    while (nxt := _link(page, "next")) is not None:
+        last = seen[-1].split("/")[1]
+        behind.append(f"Observation/a{len(behind)}")  # sorts before every page
+        ahead.append(f"Observation/{last}x")  # sorts right after the page just read
+        await put_all(api, *(observation(ref.split("/")[1]) for ref in (behind[-1], ahead[-1])))
+        page = (await api.get(nxt)).json()
+        seen += ids(page)
+
+    assert len(seen) == len(set(seen)), "a resource was returned twice"
+    assert set(originals) <= set(seen), "a resource was skipped"
+    assert set(ahead) <= set(seen), "a resource created after the read position was missed"
+    assert not set(behind) & set(seen)
+    assert seen == sorted(seen)
+
+
+async def test_total_is_given_when_free_or_asked_for(api: httpx.AsyncClient) -> None:
+    await put_all(api, *(observation(f"o{i}") for i in range(5)))
+
+    whole = (await api.get("/Observation", params={"_count": "10"})).json()
+    paged = (await api.get("/Observation", params={"_count": "2"})).json()
+    accurate = (await api.get("/Observation", params={"_count": "2", "_total": "accurate"})).json()
+    none = (await api.get("/Observation", params={"_count": "10", "_total": "none"})).json()
+    bad = await api.get("/Observation", params={"_total": "some"})
+
+    assert whole["total"] == 5
+    assert "total" not in paged
+    assert len(paged["entry"]) == 2
+    assert accurate["total"] == 5
+    assert "total" not in none
+    assert len(none["entry"]) == 5
+    assert bad.status_code == 400
+
+
+async def test_offset_links_still_work_and_continue_by_cursor(api: httpx.AsyncClient) -> None:
+    await put_all(api, *(observation(f"o{i}") for i in range(5)))
+
+    page = (await api.get("/Observation", params={"_count": "2", "_offset": "2"})).json()
+    rest = (await api.get(_url(page, "next"))).json()
+
+    assert ids(page) == ["Observation/o2", "Observation/o3"]
+    assert "_cursor=" in _url(page, "next")
+    assert ids(rest) == ["Observation/o4"]
+    assert _link(rest, "next") is None
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor!", "UGF0aWVudC8x"])  # the second is Patient/1
+async def test_a_cursor_from_elsewhere_is_400(api: httpx.AsyncClient, cursor: str) -> None:
+    response = await api.get("/Observation", params={"_cursor": cursor})
+
+    assert response.status_code == 400
+    assert "_cursor" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_system_search_by_bare_id_finds_it_under_any_type(api: httpx.AsyncClient) -> None:
+    await put_all(api, observation("same"), {"resourceType": "Patient", "id": "same"}, observation("other"))
+
+    bundle = (await api.get("", params={"_id": "same"})).json()
+    typed = (await api.get("", params={"_id": "same", "_type": "Patient"})).json()
+
+    assert ids(bundle) == ["Observation/same", "Patient/same"]
+    assert ids(typed) == ["Patient/same"]
 
 
 def _link(bundle: dict[str, Any], relation: str) -> str | None:

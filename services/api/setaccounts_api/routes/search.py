@@ -1,4 +1,12 @@
-"""Type and system search: `_id`, `_compartment`, `_type`, paged by `_count` / `_offset` in `_id` order.
+"""Type and system search: `_id`, `_compartment`, `_type`, paged by `_count` in `_id` order.
+
+Paging is by keyset: the `next` link carries `_cursor`, an opaque token for the last `_id` of the page,
+and the next page reads the matches after it, so every page costs what the first one does and a resource
+created meanwhile is neither skipped nor repeated. `_offset` (the older links) still works and skips
+matches; its cost grows with the offset, and its `next` link continues by cursor.
+
+`total` (FHIR `_total`): counting reads every match, so it is given when it is free (the first page holds
+every match), when `_total=accurate` asks for it, or with `_count=0`; `_total=none` never gives it.
 
 Unknown parameters are ignored (and dropped from the self link) unless `Prefer: handling=strict` asks for
 a 400. Deleted resources never match.
@@ -6,6 +14,8 @@ a 400. Deleted resources never match.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -15,20 +25,21 @@ from fastapi import APIRouter, Request
 from setaccounts.auth.scopes import Interaction
 from setaccounts.fhir.outcomes import invalid
 from setaccounts.fhir.references import parse_reference
-from setaccounts.store.meta import Document, Resource
+from setaccounts.store.meta import Resource
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import DbDep, SettingsDep
 from setaccounts_api.fhir_body import check_id, check_type, fhir_base, preferences
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.rest.access import Access, forbidden
 from setaccounts_api.rest.decisions import new_id
-from setaccounts_api.rest.queries import SearchQuery, search
+from setaccounts_api.rest.queries import Page, SearchQuery, count_matches, search_offset, search_page
 from setaccounts_api.security import AccessDep
 
 router = APIRouter(tags=["search"])
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
 IGNORED = frozenset({"_format", "_pretty"})  # accepted everywhere, no effect on a JSON-only server
+TOTALS = ("none", "estimate", "accurate")  # `estimate` is answered like the default
 
 
 @dataclass
@@ -40,6 +51,8 @@ class Parsed:
     compartments: list[list[str]] = field(default_factory=list)
     count: int = DEFAULT_COUNT
     offset: int = 0
+    after: str | None = None  # the last `_id` of the previous page (from `_cursor`)
+    total: str = "estimate"
     applied: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -60,6 +73,22 @@ def _compartment(raw: str) -> str:
     return f"{parsed[0]}/{parsed[1]}"
 
 
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str, resource_type: str | None) -> str:
+    """The `_id` a `_cursor` stands for; 400 for anything this server did not hand out."""
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    parsed = parse_reference(text) if text.count("/") == 1 else None
+    if parsed is None or (resource_type is not None and parsed[0] != resource_type):
+        raise invalid(f"_cursor {raw!r} is not a cursor from this search's next link", ["_cursor"])
+    return f"{parsed[0]}/{parsed[1]}"
+
+
 def parse_params(params: list[tuple[str, str]], resource_type: str | None, strict: bool) -> Parsed:
     """Validate the query string; repeated parameters AND, comma-separated values OR."""
     parsed = Parsed(types=[resource_type] if resource_type else [])
@@ -68,6 +97,13 @@ def parse_params(params: list[tuple[str, str]], resource_type: str | None, stric
             parsed.count = min(_non_negative(name, raw), MAX_COUNT)
         elif name == "_offset":
             parsed.offset = _non_negative(name, raw)
+        elif name == "_cursor":
+            parsed.after = decode_cursor(raw.strip(), resource_type)
+        elif name == "_total":
+            if raw not in TOTALS:
+                raise invalid(f"_total must be one of {', '.join(TOTALS)}, got {raw!r}", [name])
+            parsed.total = raw
+            parsed.applied.append((name, raw))
         elif name in IGNORED or (name in ("_type", "_id", "_compartment") and not _values(raw)):
             continue  # an empty value is no constraint
         elif name == "_type" and resource_type is None:
@@ -83,7 +119,7 @@ def parse_params(params: list[tuple[str, str]], resource_type: str | None, stric
         elif strict:
             raise invalid(
                 f"unknown search parameter {name!r}: this server supports _id, _compartment"
-                f"{'' if resource_type else ', _type'}, _count and _offset",
+                f"{'' if resource_type else ', _type'}, _count, _total, _cursor and _offset",
                 [name],
             )
     return parsed
@@ -103,33 +139,34 @@ def to_query(parsed: Parsed) -> SearchQuery:
     )
 
 
-def links(url: str, parsed: Parsed, total: int) -> list[dict[str, str]]:
-    """self / first / previous / next, carrying only the applied parameters plus the paging ones."""
+def links(url: str, parsed: Parsed, page: Page) -> list[dict[str, str]]:
+    """self / first / next, carrying only the applied parameters plus the paging ones."""
 
-    def page(offset: int) -> str:
-        query = [*parsed.applied, ("_count", str(parsed.count)), ("_offset", str(offset))]
+    def link(*paging: tuple[str, str]) -> str:
+        query = [*parsed.applied, ("_count", str(parsed.count)), *paging]
         return f"{url}?{urlencode(query, safe=',/')}"
 
-    found = [{"relation": "self", "url": page(parsed.offset)}, {"relation": "first", "url": page(0)}]
-    if parsed.offset > 0 and parsed.count > 0:
-        found.append({"relation": "previous", "url": page(max(parsed.offset - parsed.count, 0))})
-    if parsed.count > 0 and parsed.offset + parsed.count < total:
-        found.append({"relation": "next", "url": page(parsed.offset + parsed.count)})
+    if parsed.after is not None:
+        here = link(("_cursor", encode_cursor(parsed.after)))
+    elif parsed.offset:
+        here = link(("_offset", str(parsed.offset)))
+    else:
+        here = link()
+    found = [{"relation": "self", "url": here}, {"relation": "first", "url": link()}]
+    if page.more and page.documents:
+        found.append({"relation": "next", "url": link(("_cursor", encode_cursor(page.documents[-1]["_id"])))})
     return found
 
 
-def searchset(base: str, url: str, parsed: Parsed, total: int, page: list[Document]) -> Resource:
+def searchset(base: str, url: str, parsed: Parsed, total: int | None, page: Page) -> Resource:
     entries: list[dict[str, Any]] = [
         {"fullUrl": f"{base}/{doc['_id']}", "resource": doc["resource"], "search": {"mode": "match"}}
-        for doc in page
+        for doc in page.documents
     ]
-    bundle: Resource = {
-        "resourceType": "Bundle",
-        "id": new_id(),
-        "type": "searchset",
-        "total": total,
-        "link": links(url, parsed, total),
-    }
+    bundle: Resource = {"resourceType": "Bundle", "id": new_id(), "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links(url, parsed, page)
     if entries:
         bundle["entry"] = entries
     return bundle
@@ -158,10 +195,29 @@ async def _search(
 ) -> FhirResponse:
     strict = preferences(request).get("handling") == "strict"
     parsed = parse_params(request.query_params.multi_items(), resource_type, strict)
-    total, page = await search(ResourceStore(db), confine(parsed, access), parsed.offset, parsed.count)
+    store, query = ResourceStore(db), confine(parsed, access)
+    if parsed.count == 0:
+        page = Page([], False)
+    elif parsed.offset and parsed.after is None:
+        page = await search_offset(store, query, parsed.offset, parsed.count)
+    else:
+        page = await search_page(store, query, parsed.after, parsed.count)
+    total = await _total(store, query, parsed, page)
     base = fhir_base(request, settings)
     url = f"{base}/{resource_type}" if resource_type else base
     return fhir(searchset(base, url, parsed, total, page))
+
+
+async def _total(store: ResourceStore, query: SearchQuery, parsed: Parsed, page: Page) -> int | None:
+    """`total` when it is free (the first page holds every match) or asked for; counting reads every match."""
+    if parsed.total == "none":
+        return None
+    first = parsed.after is None and not parsed.offset
+    if first and not page.more and parsed.count > 0:
+        return len(page.documents)
+    if parsed.total == "accurate" or parsed.count == 0:
+        return await count_matches(store, query)
+    return None
 
 
 @router.get("", response_class=FhirResponse)
