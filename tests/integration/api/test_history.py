@@ -168,6 +168,22 @@ async def test_history_of_writes_in_bundles(api: httpx.AsyncClient) -> None:
     assert missing["response"]["status"] == "404 Not Found"
     assert versions_of((await api.get("/Patient/p1/_history")).json()) == ['W/"2"', 'W/"1"']
 
+    # In a transaction the reads run after the writes: version 2 is replaced by then, and still readable.
+    reads_after_write = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"request": {"method": "GET", "url": "Patient/p1/_history/2"}},
+            {"request": {"method": "GET", "url": "Patient/p1/_history/1"}},
+            {"resource": patient("p1", "Three"), "request": {"method": "PUT", "url": "Patient/p1"}},
+        ],
+    }
+    answer = (await api.post("", json=reads_after_write)).json()
+    replaced, first, written = answer["entry"]
+    assert replaced["resource"]["name"] == [{"family": "Two"}]
+    assert first["resource"]["name"] == [{"family": "One"}]
+    assert written["response"]["etag"] == 'W/"3"'
+
 
 async def test_a_scoped_token_sees_only_versions_in_its_accounts(
     api: httpx.AsyncClient, client_as: ClientAs, issuer: Issuer
