@@ -2,11 +2,11 @@
 
 The current version stays where reads find it (`resources`); every writer copies the version it replaces
 into `history` *before* its guarded write replaces it (`HistoryStore.keep`). An entry's `_id` is
-`Type/id/version` and it is written with an upsert that only inserts, so copying the same version twice
-(a retry, a redelivered batch, a write that lost its race and is decided again) leaves one entry, and a
-crash between the copy and the write leaves only a copy of a version that really existed (the current one,
-which listings take from `resources`). A version's content never changes once written: any content change
-makes a new version, and the only other write, a propagation mark, is not kept in history.
+`Type/id/version` and it is only ever inserted (a duplicate is the entry already kept), so copying the same
+version twice (a retry, a redelivered batch, a write that lost its race and is decided again) leaves one
+entry, and a crash between the copy and the write leaves only a copy of a version that really existed (the
+current one, which listings take from `resources`). A version's content never changes once written: any
+content change makes a new version, and the only other write, a propagation mark, is not kept in history.
 
 Entries are lean: the served resource, the version, whether it is a deletion (and when), and the
 compartments that decide who may see it (for a deletion, those of the version it deleted).
@@ -17,20 +17,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pymongo import DESCENDING, UpdateOne
+from pymongo import DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from setaccounts.store.meta import Document
 
 KEPT = ("version", "deleted", "deleted_at", "resource", "compartments")
+DUPLICATE_KEY = 11000
+IN_CHUNK = 100  # as `resources.IN_CHUNK`: large `$in` queries on `_id` slow down quadratically on SecantusDB
 
 
 def entry_of(document: Document) -> Document:
     """The history entry of a stored document (a live version or a tombstone), without internal fields."""
     deleted = bool(document.get("deleted"))
     entry: Document = {
+        "_id": entry_id(document["_id"], document["version"]),
         "ref": document["_id"],
         "version": document["version"],
         "deleted": deleted,
@@ -60,15 +64,34 @@ class HistoryStore:
     async def keep(self, superseded: Iterable[Document], session: AsyncClientSession | None = None) -> None:
         """Copy the versions about to be replaced into history; an entry already there is left as it is.
 
-        Upserts with `$setOnInsert`, not inserts: a duplicate-key error would abort a transaction."""
-        ops = [
-            UpdateOne(
-                {"_id": entry_id(doc["_id"], doc["version"])}, {"$setOnInsert": entry_of(doc)}, upsert=True
-            )
-            for doc in superseded
-        ]
-        if ops:
-            await self.collection.bulk_write(ops, ordered=False, session=session)
+        Plain unordered inserts whose duplicate-key errors are the entries already kept (upserts cost 14x
+        as much on SecantusDB). Inside a transaction, where any write error aborts it, the entries already
+        there are looked up first and only the others inserted; a copy that races with another
+        transaction's fails that transaction like any concurrent write to the same resource.
+        """
+        entries = [entry_of(doc) for doc in superseded]
+        if not entries:
+            return
+        if session is not None and session.in_transaction:
+            present = await self._present([e["_id"] for e in entries], session)
+            entries = [e for e in entries if e["_id"] not in present]
+            if entries:
+                await self.collection.insert_many(entries, ordered=False, session=session)
+            return
+        try:
+            await self.collection.insert_many(entries, ordered=False, session=session)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if exc.details.get("writeConcernErrors") or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+
+    async def _present(self, ids: list[str], session: AsyncClientSession) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start : start + IN_CHUNK]
+            async for doc in self.collection.find({"_id": {"$in": chunk}}, {"_id": 1}, session=session):
+                found.add(doc["_id"])
+        return found
 
     async def version(
         self, ref: str, version: int, session: AsyncClientSession | None = None

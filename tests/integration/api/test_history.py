@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.store.history import HistoryStore
 from tests.conftest import ClientAs
 from tests.helpers.auth import Issuer
 
@@ -229,3 +231,21 @@ async def test_history_needs_the_read_scope(
         assert (await writer.get("/Observation/o/_history/1")).status_code == 403
     async with client_as(issuer.token("reader", accounts=[A], scopes=["user/Observation.r"])) as reader:
         assert (await reader.get("/Observation/o/_history")).status_code == 200
+
+
+async def test_a_version_already_kept_fails_no_transaction_and_stays_one_entry(
+    api: httpx.AsyncClient, db: AsyncDatabase[dict[str, Any]]
+) -> None:
+    await api.put("/Patient/p1", json=patient("p1", "One"))
+    stored = await db.resources.find_one({"_id": "Patient/p1"})
+    assert stored is not None
+    await HistoryStore(db).keep([stored])  # left by a write that died between its copy and its write
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": patient("p1", "Two"), "request": {"method": "PUT", "url": "Patient/p1"}}],
+    }
+
+    assert (await api.post("", json=transaction)).status_code == 200
+    assert await db.history.count_documents({"ref": "Patient/p1"}) == 1
+    assert versions_of((await api.get("/Patient/p1/_history")).json()) == ['W/"2"', 'W/"1"']

@@ -40,9 +40,10 @@ class RestStore(ResourceStore):
         ops = [op for op in (change.op() for change in changes) if op is not None]
         if not ops:
             return
-        await self.history.keep((c.previous for c in changes if c.write and c.previous is not None), session)
         replaces = sum(isinstance(op, ReplaceOne) for op in ops)
+        superseded = [c.previous for c in changes if c.write and c.previous is not None]
         try:
+            await self.history.keep(superseded, session)
             result = await self.collection.bulk_write(ops, ordered=False, session=session)
         except DocumentTooLarge:
             raise _too_large() from None
