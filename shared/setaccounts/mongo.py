@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.settings import Settings
@@ -34,4 +34,5 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     await db.resources.create_index(
         [("compartments", ASCENDING), ("deleted", ASCENDING), ("_id", ASCENDING)], name="search_compartment"
     )
+    await db.history.create_index([("ref", ASCENDING), ("version", DESCENDING)], name="ref_version")
     await db.jobs.create_index([("target", ASCENDING), ("created_at", ASCENDING)], name="target")

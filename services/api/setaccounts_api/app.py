@@ -20,7 +20,7 @@ from setaccounts.settings import Settings
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
-from setaccounts_api.routes import bundle, crud, health, jobs, metadata, operation, search, smart
+from setaccounts_api.routes import bundle, crud, health, history, jobs, metadata, operation, search, smart
 from setaccounts_api.routes.docs import install_docs
 from setaccounts_api.security import RateLimiter, SecurityHeaders, authenticate
 
@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Everything but the CapabilityStatement needs a bearer token.
     app.include_router(metadata.router, prefix=FHIR_BASE_PATH)
     app.include_router(smart.router, prefix=FHIR_BASE_PATH)
-    for router in (jobs.router, operation.router, bundle.router, search.router, crud.router):
+    for router in (jobs.router, operation.router, bundle.router, search.router, history.router, crud.router):
         app.include_router(router, prefix=FHIR_BASE_PATH, dependencies=[Depends(authenticate)])
     return app
 

@@ -2,7 +2,9 @@
 
 `meta.compartment` is computed (never taken from the client): every compartment the resource is in under
 the R4 CompartmentDefinitions, then its `meta.accounts`. `meta.versionId` / `meta.lastUpdated` change only
-when the content changes, so a no-op write makes no version.
+when the content changes, so a no-op write makes no version. A version written by a `$set-accounts`
+command carries a `meta.tag` naming it (`COMMAND_SYSTEM`, code = the command id); the server manages that
+tag: a client cannot set it, and any later write drops it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from setaccounts.fhir.references import parse_reference
 Resource = dict[str, Any]
 Document = dict[str, Any]
 SERVER_META = ("versionId", "lastUpdated", "compartment")
+COMMAND_SYSTEM = "http://example.org/fhir/CodeSystem/set-accounts-command"
+"""`meta.tag.system` of the tag naming the command that wrote a version (its code is the command id)."""
 
 
 def reference_list(refs: list[str]) -> list[dict[str, str]]:
@@ -46,11 +50,30 @@ def content_of(resource: Resource) -> Resource:
     meta = content.get("meta")
     if isinstance(meta, dict):
         meta = {k: v for k, v in meta.items() if k not in SERVER_META}
+        if "tag" in meta:
+            _drop_command_tag(meta)
         if meta:
             content["meta"] = meta
         else:
             content.pop("meta")
     return content
+
+
+def _drop_command_tag(meta: dict[str, Any]) -> None:
+    tags = meta["tag"]
+    if not isinstance(tags, list):
+        return
+    kept = [t for t in tags if not (isinstance(t, dict) and t.get("system") == COMMAND_SYSTEM)]
+    if len(kept) == len(tags):
+        return
+    if kept:
+        meta["tag"] = kept
+    else:
+        meta.pop("tag")
+
+
+def command_tag(command_id: str) -> dict[str, str]:
+    return {"system": COMMAND_SYSTEM, "code": command_id}
 
 
 @dataclass(frozen=True)
@@ -61,8 +84,11 @@ class Write:
     changed: bool
 
 
-def prepare_write(resource: Resource, previous: Document | None, now: datetime) -> Write:
-    """Build the stored document for `resource` given what is stored now (`previous`, may be deleted)."""
+def prepare_write(
+    resource: Resource, previous: Document | None, now: datetime, command_id: str | None = None
+) -> Write:
+    """Build the stored document for `resource` given what is stored now (`previous`, may be deleted);
+    `command_id` names the command writing it, tagged on the new version."""
     content = content_of(resource)
     accounts = accounts_of(content)
     if accounts:
@@ -83,6 +109,8 @@ def prepare_write(resource: Resource, previous: Document | None, now: datetime) 
     meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     if compartment:
         meta["compartment"] = reference_list(compartment)
+    if command_id is not None and isinstance(meta.get("tag", []), list):
+        meta["tag"] = [*meta.get("tag", []), command_tag(command_id)]
     document: Document = {
         "_id": f"{served['resourceType']}/{served['id']}",
         "type": served["resourceType"],
@@ -96,15 +124,18 @@ def prepare_write(resource: Resource, previous: Document | None, now: datetime) 
     return Write(document, changed=True)
 
 
-def with_accounts(document: Document, accounts: list[str], now: datetime) -> Write:
+def with_accounts(
+    document: Document, accounts: list[str], now: datetime, command_id: str | None = None
+) -> Write:
     """The same document with `meta.accounts` replaced, through the one write rule."""
     resource = dict(document["resource"])
     resource["meta"] = {**(resource.get("meta") or {}), "accounts": reference_list(accounts)}
-    return prepare_write(resource, document, now)
+    return prepare_write(resource, document, now, command_id)
 
 
 def tombstone(previous: Document, now: datetime) -> Document:
-    """A deleted resource keeps its id and a new version so reads can answer 410 Gone."""
+    """A deleted resource keeps its id and a new version so reads can answer 410 Gone; `deleted_from`
+    keeps the compartments of the version it deleted, so history shows the deletion to whoever saw that."""
     return {
         "_id": previous["_id"],
         "type": previous["type"],
@@ -114,5 +145,6 @@ def tombstone(previous: Document, now: datetime) -> Document:
         "resource": None,
         "members_of": [],
         "compartments": [],
+        "deleted_from": previous.get("compartments", []),
         "marks": previous.get("marks", []),
     }

@@ -4,7 +4,8 @@ The planner applies a command to its target and the applier to each member, both
 `Propagation.apply`. Every resource remembers, per target, the last command applied to it (its *mark*):
 the same command twice is one effect and reports its original outcome again, and an older command of a
 target never undoes a newer one. Writes are guarded by the stored version, so a concurrent normal write is
-never overwritten: the resource is read again and the rule applied again.
+never overwritten: the resource is read again and the rule applied again. A new version names its command
+(`meta.tag`), and the version it replaces is copied into history before the write (`store.history`).
 
 Marks were stored with the keys `t`, `s`, `c`, `ch` before; those are still read, and rewritten under the
 names below the next time the resource is written.
@@ -78,7 +79,7 @@ def apply_accounts(
         return Applied(document, changed=bool(mark["changed"]), write=False)
     if mark is not None and mark["seq"] > seq:
         return Applied(document, changed=False, write=False)
-    written = with_accounts(document, accounts, now)
+    written = with_accounts(document, accounts, now, command_id)
     result = dict(written.document)
     new_mark: Mark = {"target": target, "seq": seq, "command_id": command_id, "changed": written.changed}
     result["marks"] = [m for m in marks_of(document) if m["target"] != target] + [new_mark]
@@ -152,6 +153,7 @@ class Propagation:
         if not current:
             return []
         ops = [write_op(stored[r], _merged(stored[r], current[r])) for r in current]
+        await self.resources.history.keep(stored[r] for r in current if _new_version(stored[r], current[r]))
         result = await self.resources.collection.bulk_write(ops, ordered=False)
         if result.matched_count == len(ops):
             return []
@@ -193,8 +195,11 @@ class Propagation:
         return redo
 
 
+def _new_version(before: Document, after: Document) -> bool:
+    return after.get("version") != before.get("version")
+
+
 def _merged(before: Document, after: Document) -> Applied:
     """Several applications to one resource in a batch fold into one write: a version only if content
     changed."""
-    changed = after.get("version") != before.get("version")
-    return Applied(after, changed=changed, write=True)
+    return Applied(after, changed=_new_version(before, after), write=True)

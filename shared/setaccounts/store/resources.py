@@ -12,6 +12,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.store.history import HistoryStore
 from setaccounts.store.meta import Document
 
 # SecantusDB answers an `$in` on `_id` in time that grows with the square of the hits; chunks keep it linear.
@@ -32,6 +33,7 @@ class ResourceStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
         self.collection: AsyncCollection[Document] = db.resources
+        self.history = HistoryStore(db)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:

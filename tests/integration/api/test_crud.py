@@ -166,14 +166,15 @@ async def test_meta_compartment_is_computed_and_accounts_are_kept(
     assert (await api.get("/Observation", params={"_compartment": "Patient/forged"})).json()["total"] == 0
 
 
-async def test_vread_serves_only_the_current_version(api: httpx.AsyncClient) -> None:
+async def test_vread_serves_the_current_and_earlier_versions(api: httpx.AsyncClient) -> None:
     await api.put("/Patient/p1", json=patient("p1"))
     await api.put("/Patient/p1", json=patient("p1", family="Two"))
 
     current = await api.get("/Patient/p1/_history/2")
     assert current.status_code == 200
     assert current.json()["name"] == [{"family": "Two"}]
-    assert (await api.get("/Patient/p1/_history/1")).status_code == 404
+    assert (await api.get("/Patient/p1/_history/1")).json()["name"] == [{"family": "Smith"}]
+    assert (await api.get("/Patient/p1/_history/3")).status_code == 404
     assert (await api.get("/Patient/p1/_history/x")).status_code == 400
 
 

@@ -37,11 +37,14 @@ async def test_capability_statement(api: httpx.AsyncClient) -> None:
     for resource in by_type.values():
         assert {i["code"] for i in resource["interaction"]} == {
             "read",
+            "vread",
             "create",
             "update",
             "delete",
+            "history-instance",
             "search-type",
         }
+        assert resource["readHistory"] is True
         assert {p["name"] for p in resource["searchParam"]} == {"_id", "_compartment"}
         assert resource["operation"] == operations
         assert resource["updateCreate"] is True

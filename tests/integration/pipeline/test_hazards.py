@@ -7,14 +7,14 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import RESULTS, SetAccountsCommand
-from setaccounts.kafka import partitions_of, read_topic, security
+from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
+from tests.helpers.groups import caught_up, rewind_group
 from tests.helpers.jobs import wait_job
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import Seed, member_accounts, patient_with_members, shared_member
@@ -35,48 +35,6 @@ def command(target: str, *accounts: str, propagate: bool = True) -> SetAccountsC
 
 async def versions(db: AsyncDatabase[dict[str, Any]]) -> dict[str, str]:
     return {d["_id"]: d["resource"]["meta"]["versionId"] async for d in db.resources.find({"deleted": False})}
-
-
-async def rewind_group(settings: Settings, role: str, topic: str) -> None:
-    """Forget a group's committed offsets: what a crash between the writes and the commit leaves behind."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        **security(settings),
-        group_id=settings.group(role),
-        enable_auto_commit=False,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-    )
-    await consumer.start()
-    try:
-        while not consumer.assignment():  # join the group: the broker takes commits from members only
-            await consumer.getmany(timeout_ms=200, max_records=1)
-        await consumer.commit({tp: 0 for tp in consumer.assignment()})
-    finally:
-        await consumer.stop()
-
-
-async def caught_up(settings: Settings, role: str, topic: str, timeout: float = 60) -> None:
-    """Wait until a group has committed every record of the topic (it re-processed what was rewound)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        **security(settings),
-        group_id=settings.group(role),
-        enable_auto_commit=False,
-    )
-    await consumer.start()  # never subscribes: it only reads the group's committed offsets
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            tps = await partitions_of(settings.kafka_bootstrap_servers, topic, secured=security(settings))
-            ends = await consumer.end_offsets(tps)
-            behind = [tp for tp, end in ends.items() if (await consumer.committed(tp) or 0) < end]
-            if not behind:
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"{role} did not catch up on {topic}")
-    finally:
-        await consumer.stop()
 
 
 async def test_redelivered_batches_change_nothing_and_inflate_no_count(

@@ -8,7 +8,14 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from setaccounts.store.meta import accounts_of, content_of, prepare_write, tombstone, with_accounts
+from setaccounts.store.meta import (
+    COMMAND_SYSTEM,
+    accounts_of,
+    content_of,
+    prepare_write,
+    tombstone,
+    with_accounts,
+)
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -150,3 +157,32 @@ def test_writing_what_is_served_is_always_a_no_op(family: str, accounts: list[st
 
     assert not prepare_write(first["resource"], first, T1).changed
     assert not prepare_write(resource, first, T1).changed
+
+
+def test_a_commands_version_names_it_and_the_next_write_drops_the_tag() -> None:
+    mine = {"system": "http://example.org/tags", "code": "keep"}
+    first = prepare_write(observation(meta={"tag": [mine]}), None, T0).document
+    by_command = with_accounts(first, ["Organization/a"], T1, "cmd-1").document
+
+    assert by_command["resource"]["meta"]["tag"] == [mine, {"system": COMMAND_SYSTEM, "code": "cmd-1"}]
+    again = with_accounts(by_command, ["Organization/a"], T1, "cmd-2")
+    assert not again.changed, "the tag is server meta: the same accounts are no new version"
+    echoed = prepare_write(by_command["resource"], by_command, T1)
+    assert not echoed.changed
+    edited = prepare_write({**by_command["resource"], "status": "amended"}, by_command, T1).document
+    assert edited["resource"]["meta"]["tag"] == [mine]
+
+
+def test_a_client_cannot_forge_the_command_tag() -> None:
+    forged = {"tag": [{"system": COMMAND_SYSTEM, "code": "not-a-command"}]}
+    written = prepare_write(observation(meta=forged), None, T0).document
+
+    assert "tag" not in written["resource"]["meta"]
+
+
+def test_a_tombstone_remembers_where_the_deleted_version_was() -> None:
+    live = prepare_write(observation(meta={"accounts": [{"reference": "Organization/a"}]}), None, T0).document
+    dead = tombstone(live, T1)
+
+    assert dead["compartments"] == []
+    assert dead["deleted_from"] == ["Patient/1", "Patient/2", "Organization/a"]

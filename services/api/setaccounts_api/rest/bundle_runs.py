@@ -3,12 +3,13 @@ one bulk write inside a multi-document transaction (all entries or none); a batc
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.errors import PyMongoError
 
 from setaccounts.fhir.outcomes import FhirError
-from setaccounts.store.meta import Resource
+from setaccounts.store.meta import Document, Resource
 from setaccounts.store.resources import VersionConflict, now
 from setaccounts_api.rest.bundles import (
     BundleRequest,
@@ -22,6 +23,7 @@ from setaccounts_api.rest.bundles import (
     require_all,
     resolve_entries,
     response_bundle,
+    versioned_reads,
 )
 from setaccounts_api.rest.decisions import Change, new_id
 from setaccounts_api.rest.store import RestStore
@@ -44,7 +46,8 @@ async def run_transaction(
     try:
         async with store.transaction() as session:
             stored = await store.get_many(read_targets(entries, store.access), session)
-            changes = plan_transaction(entries, stored, at, store.access)
+            versions = await _versions(store, versioned_reads(entries), stored, session)
+            changes = plan_transaction(entries, stored, at, store.access, versions)
             await store.apply(list(changes.values()), session)
     except VersionConflict as exc:
         raise FhirError(
@@ -58,6 +61,26 @@ async def run_transaction(
         raise
     results: list[EntryResult] = [(entry.method, changes[entry.index]) for entry in entries]
     return response_bundle("transaction", results, base, with_resources)
+
+
+async def _versions(
+    store: RestStore,
+    wanted: list[tuple[str, int]],
+    stored: Mapping[str, Document],
+    session: AsyncClientSession,
+) -> dict[tuple[str, int], Document]:
+    """The versions the transaction's versioned reads ask for: the one stored now (which the transaction
+    may replace before its reads run) or an earlier one from history."""
+    found: dict[tuple[str, int], Document] = {}
+    for ref, version in wanted:
+        current = stored.get(ref)
+        if current is not None and current["version"] == version:
+            found[(ref, version)] = current
+        elif current is not None and version < current["version"]:
+            older = await store.history.version(ref, version, session)
+            if older is not None:
+                found[(ref, version)] = older
+    return found
 
 
 async def run_batch(

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from setaccounts.fhir.outcomes import FhirError, invalid
 from setaccounts.fhir.references import RESOURCE_TYPES, is_valid_id
-from setaccounts.store.meta import Resource
+from setaccounts.store.meta import Document, Resource
 from setaccounts_api.rest.access import UNRESTRICTED, Access
 from setaccounts_api.rest.decisions import (
     Change,
@@ -272,7 +272,18 @@ def read_targets(entries: list[Entry], access: Access = UNRESTRICTED) -> list[st
     return targets + [p for p in dict.fromkeys(patients) if p not in targets]
 
 
-def decide(entry: Entry, state: Mapping[str, Any], at: datetime, access: Access = UNRESTRICTED) -> Change:
+Versions = Mapping[tuple[str, int], Document]
+"""Earlier versions that versioned reads (`GET Type/id/_history/vid`) ask for, by (ref, version)."""
+NO_VERSIONS: Versions = {}
+
+
+def decide(
+    entry: Entry,
+    state: Mapping[str, Any],
+    at: datetime,
+    access: Access = UNRESTRICTED,
+    versions: Versions = NO_VERSIONS,
+) -> Change:
     """One entry against the current state (stored documents, overlaid with this bundle's writes)."""
     if entry.method == "POST":
         assert entry.resource is not None
@@ -282,18 +293,28 @@ def decide(entry: Entry, state: Mapping[str, Any], at: datetime, access: Access 
         return decide_update(entry.resource, state.get(entry.ref), at, entry.if_match, access, state)
     if entry.method == "DELETE":
         return decide_delete(entry.ref, state.get(entry.ref), at, entry.if_match, access)
-    return decide_read(entry.ref, state.get(entry.ref), entry.version, access)
+    older = versions.get((entry.ref, entry.version)) if entry.version is not None else None
+    return decide_read(entry.ref, state.get(entry.ref), entry.version, access, older)
+
+
+def versioned_reads(entries: list[Entry]) -> list[tuple[str, int]]:
+    """(ref, version) of every versioned read among the entries."""
+    return [(e.ref, e.version) for e in entries if e.method == "GET" and e.version is not None]
 
 
 def plan_transaction(
-    entries: list[Entry], stored: Mapping[str, Any], at: datetime, access: Access = UNRESTRICTED
+    entries: list[Entry],
+    stored: Mapping[str, Any],
+    at: datetime,
+    access: Access = UNRESTRICTED,
+    versions: Versions = NO_VERSIONS,
 ) -> dict[int, Change]:
     """Every entry's change in FHIR processing order; the first failing entry fails all (FhirError)."""
     state = dict(stored)
     changes: dict[int, Change] = {}
     for entry in sorted(entries, key=lambda e: ORDER[e.method]):
         try:
-            change = decide(entry, state, at, access)
+            change = decide(entry, state, at, access, versions)
         except FhirError as error:
             raise at_entry(entry.index, error) from error
         changes[entry.index] = change

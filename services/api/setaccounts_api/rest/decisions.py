@@ -135,17 +135,27 @@ def decide_delete(
 
 
 def decide_read(
-    ref: str, stored: Document | None, version: int | None = None, access: Access = UNRESTRICTED
+    ref: str,
+    stored: Document | None,
+    version: int | None = None,
+    access: Access = UNRESTRICTED,
+    older: Document | None = None,
 ) -> Change:
-    """Serve the current version (404 if never stored, 410 if deleted); only the current version is kept.
+    """Serve the current version, or with `version` that version (`older`: the kept one, from history).
 
-    What the caller may not see is 404, as if it were never stored (a tombstone is in no compartment)."""
+    404 if never stored or no such version, 410 if that version is a deletion. The caller must see the
+    current resource, and a version it reads must be in its sight too; what it may not see is 404, as if it
+    were never stored (a tombstone is in no compartment; a kept deletion is where the version it deleted was).
+    """
     access.allow(Interaction.READ, ref.split("/", 1)[0])
     if stored is None:
         raise not_found(ref)
     access.check_visible(ref, stored)
     if version is not None and version != stored["version"]:
-        raise FhirError(404, "not-found", f"version {version} of {ref} is not kept (only the current one is)")
+        if older is None or older["version"] != version:
+            raise FhirError(404, "not-found", f"{ref} has no version {version}")
+        access.check_visible(ref, older)
+        stored = older
     if stored.get("deleted"):
         raise gone(ref)
     return Change(200, stored, stored, write=False)

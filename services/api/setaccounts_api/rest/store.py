@@ -22,6 +22,7 @@ from setaccounts_api.rest.decisions import (
     decide_read,
     decide_update,
 )
+from setaccounts_api.rest.history import HistoryPage, check_history
 
 
 class RestStore(ResourceStore):
@@ -33,12 +34,16 @@ class RestStore(ResourceStore):
         self.access = access
 
     async def apply(self, changes: Sequence[Change], session: AsyncClientSession | None = None) -> None:
-        """All writes of `changes` in one bulk write; VersionConflict if a guard (version, new id) failed."""
+        """All writes of `changes` in one bulk write; VersionConflict if a guard (version, new id) failed.
+
+        The versions they replace are copied into history first (see `setaccounts.store.history`)."""
         ops = [op for op in (change.op() for change in changes) if op is not None]
         if not ops:
             return
         replaces = sum(isinstance(op, ReplaceOne) for op in ops)
+        superseded = [c.previous for c in changes if c.write and c.previous is not None]
         try:
+            await self.history.keep(superseded, session)
             result = await self.collection.bulk_write(ops, ordered=False, session=session)
         except DocumentTooLarge:
             raise _too_large() from None
@@ -63,7 +68,25 @@ class RestStore(ResourceStore):
     async def read(
         self, ref: str, version: int | None = None, session: AsyncClientSession | None = None
     ) -> Change:
-        return decide_read(ref, await self.get(ref, session), version, self.access)
+        """The current version, or with `version` that version (an earlier one from history)."""
+        stored = await self.get(ref, session)
+        older = None
+        if version is not None and stored is not None and version < stored["version"]:
+            older = await self.history.version(ref, version, session)
+        return decide_read(ref, stored, version, self.access, older)
+
+    async def history_page(self, ref: str, before: int | None, count: int) -> HistoryPage:
+        """The versions of `ref` the caller may see, newest first: up to `count` older than `before` (all
+        when None). The current one comes from `resources`, earlier ones from history."""
+        current = check_history(ref, await self.get(ref), self.access)
+        top: int = current["version"]
+        below = top + 1 if before is None else min(before, top + 1)
+        within = self.access.search_accounts()
+        newest = [current] if top < below else []
+        older = await self.history.page(ref, min(below, top), count + 1 - len(newest), within)
+        versions = (newest + older)[: count + 1]
+        total = 1 + await self.history.count(ref, top, within)
+        return HistoryPage(total, versions[:count], more=len(versions) > count)
 
     async def update(
         self, resource: Resource, if_match: int | None = None, session: AsyncClientSession | None = None

@@ -1,4 +1,4 @@
-"""FHIR instance interactions: create, read (and vread of the current version), update, delete.
+"""FHIR instance interactions: create, read, vread (any kept version), update, delete.
 
 Only `document["resource"]` is ever served; versions travel as weak ETags and `If-Match` guards writes.
 """
@@ -99,7 +99,8 @@ async def vread(
     request: Request,
     access: AccessDep,
 ) -> Response:
-    """Only the current version is kept: older ones answer 404, the current one as a read."""
+    """Any version: the current one as a read, earlier ones from history; 404 for a version that does not
+    exist (or the caller may not see), 410 for a deletion."""
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
     if not version_id.isdigit():
         raise invalid(f"invalid version id {version_id!r}: expected a number")

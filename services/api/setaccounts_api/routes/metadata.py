@@ -16,7 +16,7 @@ from setaccounts_api.responses import FhirResponse, fhir
 router = APIRouter(tags=["metadata"])
 SOFTWARE = {"name": "fhir-set-accounts", "version": "0.1.0"}
 STARTED = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-TYPE_INTERACTIONS = ("read", "create", "update", "delete", "search-type")
+TYPE_INTERACTIONS = ("read", "vread", "create", "update", "delete", "history-instance", "search-type")
 SYSTEM_INTERACTIONS = ("transaction", "batch", "search-system")
 SEARCH_PARAMS: tuple[dict[str, str], ...] = (
     {
@@ -65,7 +65,7 @@ def capability_statement(base: str) -> dict[str, Any]:
     resource_entry = {
         "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
         "versioning": "versioned-update",
-        "readHistory": False,
+        "readHistory": True,
         "updateCreate": True,
         "conditionalCreate": False,
         "conditionalUpdate": False,
