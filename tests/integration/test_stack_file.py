@@ -44,7 +44,8 @@ def test_the_audit_cli_finds_the_running_stack_and_the_file_goes_with_it(tmp_pat
             time.sleep(0.5)
         info = json.loads(STACK_FILE.read_text())
         assert info["api_url"] == f"http://127.0.0.1:{port}/fhir/R4"
-        assert {"kafka_bootstrap_servers", "mongodb_uri"} <= set(info)
+        assert {"kafka_bootstrap_servers", "mongodb_uri", "kafka_security_protocol"} <= set(info)
+        assert STACK_FILE.stat().st_mode & 0o777 == 0o600  # it may hold the broker's password
 
         audit = subprocess.run(
             [sys.executable, "-m", "setaccounts_audit", "verify"],

@@ -135,7 +135,8 @@ def _run(settings: Settings, work: Coroutine[Any, Any, int]) -> None:
             raise typer.Exit(EXIT_UNREACHABLE) from exc
         typer.echo(
             f"Kafka problem at {settings.kafka_bootstrap_servers}: {exc!r}; check "
-            f"KAFKA_BOOTSTRAP_SERVERS and that the broker is up",
+            "KAFKA_BOOTSTRAP_SERVERS, the SETACCOUNTS_KAFKA_SECURITY_PROTOCOL and SASL credentials, "
+            "and that the broker is up",
             err=True,
         )
         raise typer.Exit(EXIT_UNREACHABLE) from exc
