@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,12 @@ LOST = (
     "re-run the command"
 )
 LOST_HTTP_STATUS = 503
+
+
+def emptied(before: Mapping[TopicPartition, int], now: Mapping[TopicPartition, int]) -> list[str]:
+    """Topics with a partition that now ends before it ended `before`, or no longer exists: they were
+    recreated meanwhile (end offsets never go back otherwise; retention moves only the start)."""
+    return sorted({tp.topic for tp, end in before.items() if now.get(tp, -1) < end})
 
 
 @dataclass
@@ -81,7 +88,7 @@ class TopicRecovery:
                 for partition in metadata.partitions_for_topic(name) or ()
             ]
         )
-        shrunk = sorted({tp.topic for tp, end in self._ends.items() if ends.get(tp, -1) < end})
+        shrunk = emptied(self._ends, ends)
         TOPICS_MISSING.labels(self.service).set(len(missing))
         if not missing and not shrunk:
             self._ends = ends

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -91,6 +92,21 @@ async def test_readiness_is_a_quick_503_when_the_broker_stops_answering(
         await asyncio.to_thread(kafka.stop)
 
 
+def wait_stopped(pid: int, timeout: float = 5) -> None:
+    """Until every thread of `pid` is stopped: SIGSTOP takes effect on each thread asynchronously, and a
+    broker thread still running could answer one more request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread may exit meanwhile
+                states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} not stopped {timeout}s after SIGSTOP: {states}"
+        time.sleep(0.01)
+
+
 async def check_hang(settings: Settings, engine: EmbeddedProcess, name: str) -> None:
     """Readiness with `engine` stopped by SIGSTOP: 503 naming it within the check's timeout, every time;
     ready again once it answers."""
@@ -101,6 +117,7 @@ async def check_hang(settings: Settings, engine: EmbeddedProcess, name: str) -> 
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             assert (await ready(client))[0] == 200
             os.kill(engine.process.pid, signal.SIGSTOP)
+            wait_stopped(engine.process.pid)
             try:
                 for _ in range(3):  # the first check and the ones after it, with connections held open
                     started = time.monotonic()
