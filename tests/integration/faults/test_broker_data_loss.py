@@ -15,10 +15,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from setaccounts.kafka import security
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
-from setaccounts_dev.engines import start_tansu
+from setaccounts_dev.engines import PLAINTEXT, start_tansu
 from tests.helpers.auth import Issuer, bearer
 from tests.helpers.faults import wait_final, wait_marked
 from tests.helpers.parameters import outputs, parameters
@@ -141,7 +142,7 @@ async def a_job_lost_mid_apply(
 async def test_a_tansu_restart_mid_job_ends_the_lost_job_and_new_commands_complete(
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed, issuer: Issuer, tansu: Tansu
 ) -> None:
-    on_tansu = settings.model_copy(update={"kafka_bootstrap_servers": tansu.bootstrap})
+    on_tansu = settings.model_copy(update={"kafka_bootstrap_servers": tansu.bootstrap, **PLAINTEXT.settings()})
     await create_topics(on_tansu)
 
     async def restart(base: str) -> None:
@@ -168,7 +169,7 @@ async def test_topics_deleted_mid_job_end_the_lost_job_and_new_commands_complete
 async def delete_topics(settings: Settings, timeout: float | None = 30) -> None:
     """Delete the settings' topics and wait until the broker no longer lists them (`timeout` None: do not
     wait, the services may recreate them at once)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security(settings))
     await admin.start()
     try:
         await admin.delete_topics(list(settings.topics.all()))
