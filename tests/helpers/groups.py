@@ -42,7 +42,9 @@ async def caught_up(settings: Settings, role: str, topic: str, timeout: float = 
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
-            ends = await consumer.end_offsets(await partitions_of(settings.kafka_bootstrap_servers, topic, secured=security(settings)))
+            ends = await consumer.end_offsets(
+                await partitions_of(settings.kafka_bootstrap_servers, topic, secured=security(settings))
+            )
             behind = [tp for tp, end in ends.items() if (await consumer.committed(tp) or 0) < end]
             if not behind:
                 return

@@ -142,7 +142,9 @@ async def a_job_lost_mid_apply(
 async def test_a_tansu_restart_mid_job_ends_the_lost_job_and_new_commands_complete(
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed, issuer: Issuer, tansu: Tansu
 ) -> None:
-    on_tansu = settings.model_copy(update={"kafka_bootstrap_servers": tansu.bootstrap, **PLAINTEXT.settings()})
+    on_tansu = settings.model_copy(
+        update={"kafka_bootstrap_servers": tansu.bootstrap, **PLAINTEXT.settings()}
+    )
     await create_topics(on_tansu)
 
     async def restart(base: str) -> None:
