@@ -470,9 +470,15 @@ async def measure(
     report: Report,
     save: Callable[[Report], None],
 ) -> None:
-    """Every measurement for each size in turn, appended to `report` as each completes (so a failure still
-    shows what was measured); sizes are small-first so a broken setup fails early. Then the sync latency
-    of the API, and two propagator processes at the `--two-processes` size."""
+    """The sync latency of the API first (it is short), then every measurement for each size in turn,
+    with two propagator processes right after the one-process row of the `--two-processes` size; each is
+    added to `report` and saved as it completes, so a failure or a stop still leaves what was measured.
+    Sizes run small-first so a broken setup fails early."""
+    if options.latency:
+        from latency import measure_sync_latency  # imports this module: only once it is loaded
+
+        report.latency = await measure_sync_latency(found, workdir)
+        save(report)
     for members in sizes:
         bulk = await measure_bulk(found, members)
         sequential = await measure_sequential(found, members) if members <= options.sequential_max else None
@@ -480,14 +486,9 @@ async def measure(
         pipeline = await measure_pipeline(found, members, workdir, profile=flame)
         report.rows.append(Row(members, pipeline, bulk, sequential))
         save(report)
-    if options.latency:
-        from latency import measure_sync_latency  # imports this module: only once it is loaded
-
-        report.latency = await measure_sync_latency(found, workdir)
-        save(report)
-    if options.two_processes in sizes:
-        report.two_processes = await measure_pipeline(found, options.two_processes, workdir, processes=2)
-        save(report)
+        if members == options.two_processes:
+            report.two_processes = await measure_pipeline(found, members, workdir, processes=2)
+            save(report)
 
 
 def keep_engine_logs(workdir: Path) -> None:
