@@ -50,12 +50,12 @@ class PipelineResult:
 class Row:
     members: int
     pipeline: PipelineResult
-    bulk_seconds: float
+    bulk_seconds: float | None  # None: not measured (`--pipeline-only`)
     sequential_seconds: float | None
 
     @property
-    def bulk_rate(self) -> float:
-        return self.members / self.bulk_seconds
+    def bulk_rate(self) -> float | None:
+        return None if self.bulk_seconds is None else self.members / self.bulk_seconds
 
     @property
     def sequential_rate(self) -> float | None:
@@ -122,7 +122,7 @@ def results_table(rows: Sequence[Row]) -> str:
         cells.append([
             f"{row.members:,}", _secs(p.seconds), _rate(p.rate),
             _secs(row.bulk_seconds), _rate(row.bulk_rate), _secs(row.sequential_seconds), _rate(seq),
-            _ratio(p.rate / row.bulk_rate),
+            _ratio(None if row.bulk_rate is None else p.rate / row.bulk_rate),
             _ratio(None if seq is None else p.rate / seq), _us(p.cpu_us_per_member("propagator")),
             mib(p.ready_rss_kib), mib(p.peak_rss_kib),
         ])  # fmt: skip

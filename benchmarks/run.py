@@ -480,8 +480,12 @@ async def measure(
         report.latency = await measure_sync_latency(found, workdir)
         save(report)
     for members in sizes:
-        bulk = await measure_bulk(found, members)
-        sequential = await measure_sequential(found, members) if members <= options.sequential_max else None
+        bulk = None if options.pipeline_only else await measure_bulk(found, members)
+        sequential = (
+            await measure_sequential(found, members)
+            if members <= options.sequential_max and not options.pipeline_only
+            else None
+        )
         flame = None if options.profile is None else options.profile / f"propagator-{members}.txt"
         pipeline = await measure_pipeline(found, members, workdir, profile=flame)
         report.rows.append(Row(members, pipeline, bulk, sequential))
@@ -541,6 +545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=TWO_PROCESSES,
         help="size at which to run two propagator processes as well (only if it is one of the sizes)",
+    )
+    parser.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="measure only the pipeline (no raw bulk or sequential baseline: no ratios)",
     )
     parser.add_argument(
         "--no-latency",
