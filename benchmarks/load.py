@@ -42,9 +42,9 @@ import httpx
 from procfs import cpu_snapshot, engine_pids
 from run import PropagatorProcess, isolated_db, isolated_settings, say, seed
 
-from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL
+from setaccounts.topics import create_topics
 from setaccounts_dev.commands import api_command
 from setaccounts_dev.engines import Engines, engines, free_port
 

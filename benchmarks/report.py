@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from setaccounts.settings import Settings
 from setaccounts_dev.engines import Engines
@@ -27,26 +28,50 @@ class PipelineResult:
     ready_rss_kib: int | None  # VmHWM after the warm-up command: start-up plus one tiny command
     peak_rss_kib: int | None  # VmHWM when the measured command completed
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the timed window
+    processes: int = 1  # propagator processes, each running every role
+    idle_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per second with nothing to do
+    job_writes: int = 0  # the aggregator's writes of the job document (its revision)
 
     @property
     def rate(self) -> float:
         return self.resources_updated / self.seconds
+
+    def cpu_us_per_member(self, process: str) -> float:
+        """CPU time of `process` (all propagator processes together for "propagator") per resource updated."""
+        return self.cpu.get(process, float("nan")) * 1e6 / self.resources_updated
+
+    def work_us_per_member(self, process: str) -> float:
+        """`cpu_us_per_member` less what the process spends idle over as long a time (heartbeats, polls)."""
+        idle = self.idle_cpu.get(process, float("nan")) * self.seconds
+        return (self.cpu.get(process, float("nan")) - idle) * 1e6 / self.resources_updated
 
 
 @dataclass(frozen=True)
 class Row:
     members: int
     pipeline: PipelineResult
-    bulk_seconds: float
+    bulk_seconds: float | None  # None: not measured (`--pipeline-only`)
     sequential_seconds: float | None
 
     @property
-    def bulk_rate(self) -> float:
-        return self.members / self.bulk_seconds
+    def bulk_rate(self) -> float | None:
+        return None if self.bulk_seconds is None else self.members / self.bulk_seconds
 
     @property
     def sequential_rate(self) -> float | None:
         return None if self.sequential_seconds is None else self.members / self.sequential_seconds
+
+
+@dataclass
+class Report:
+    """Everything one run measured: the rows per size, two processes at one size, the sync latency."""
+
+    rows: list[Row] = field(default_factory=list)
+    two_processes: PipelineResult | None = None
+    latency: Any = None  # latency.SyncLatency (that module needs the engines' helpers of run.py)
+
+    def one_process(self, members: int) -> PipelineResult | None:
+        return next((r.pipeline for r in self.rows if r.members == members), None)
 
 
 def mib(kib: int | None) -> str:
@@ -74,15 +99,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 RESULT_COLUMNS = (
     "members", "pipeline s", "pipeline res/s", "raw bulk s", "raw bulk res/s", "sequential s",
-    "sequential res/s", "pipeline ÷ raw bulk", "pipeline ÷ sequential", "propagator RSS ready MiB",
-    "propagator peak RSS MiB",
+    "sequential res/s", "pipeline ÷ raw bulk", "pipeline ÷ sequential", "propagator CPU µs/member",
+    "propagator RSS ready MiB", "propagator peak RSS MiB",
 )  # fmt: skip
 
 
 BREAKDOWN_COLUMNS = (
     "members", "fan-out finished s", "completed s", "CPU s propagator", "CPU s MongoDB server",
-    "CPU s Kafka broker", "busy cores",
+    "CPU s Kafka broker", "propagator idle CPU ms/s", "propagator CPU µs/member above idle",
+    "MongoDB server CPU µs/member", "aggregator job writes", "busy cores",
 )  # fmt: skip
+
+
+def _us(value: float) -> str:
+    return "—" if value != value else f"{value:,.0f}"  # NaN: not measured
 
 
 def results_table(rows: Sequence[Row]) -> str:
@@ -92,8 +122,9 @@ def results_table(rows: Sequence[Row]) -> str:
         cells.append([
             f"{row.members:,}", _secs(p.seconds), _rate(p.rate),
             _secs(row.bulk_seconds), _rate(row.bulk_rate), _secs(row.sequential_seconds), _rate(seq),
-            _ratio(p.rate / row.bulk_rate),
-            _ratio(None if seq is None else p.rate / seq), mib(p.ready_rss_kib), mib(p.peak_rss_kib),
+            _ratio(None if row.bulk_rate is None else p.rate / row.bulk_rate),
+            _ratio(None if seq is None else p.rate / seq), _us(p.cpu_us_per_member("propagator")),
+            mib(p.ready_rss_kib), mib(p.peak_rss_kib),
         ])  # fmt: skip
     return markdown_table(RESULT_COLUMNS, cells)
 
@@ -104,9 +135,39 @@ def breakdown_table(rows: Sequence[Row]) -> str:
         p = row.pipeline
         cells.append([
             f"{row.members:,}", _secs(p.planned_seconds), _secs(p.seconds), _secs(p.cpu.get("propagator")),
-            _secs(p.cpu.get("mongodb")), _secs(p.cpu.get("kafka")), f"{sum(p.cpu.values()) / p.seconds:.2f}",
+            _secs(p.cpu.get("mongodb")), _secs(p.cpu.get("kafka")),
+            _us(p.idle_cpu.get("propagator", float("nan")) * 1000), _us(p.work_us_per_member("propagator")),
+            _us(p.cpu_us_per_member("mongodb")), f"{p.job_writes:,}",
+            f"{sum(p.cpu.values()) / p.seconds:.2f}",
         ])  # fmt: skip
     return markdown_table(BREAKDOWN_COLUMNS, cells)
+
+
+def extra_lines(report: Report) -> list[str]:
+    """Two processes against one at the same size, and the sync latency, as list items."""
+    lines = []
+    two = report.two_processes
+    one = None if two is None else report.one_process(two.members)
+    if two is not None and one is not None:
+        lines.append(
+            f"- **two propagator processes** at {two.members:,} members: {two.seconds:.2f} s, "
+            f"{two.rate:,.0f} res/s, **{two.rate / one.rate:.2f}x** one process's rate; CPU s over the "
+            f"window: propagators {_secs(two.cpu.get('propagator'))} "
+            f"({_us(two.cpu_us_per_member('propagator'))} µs/member), MongoDB server "
+            f"{_secs(two.cpu.get('mongodb'))}, Kafka broker {_secs(two.cpu.get('kafka'))} "
+            f"(one process: {_secs(one.cpu.get('propagator'))}, {_secs(one.cpu.get('mongodb'))}, "
+            f"{_secs(one.cpu.get('kafka'))}); busy cores {sum(two.cpu.values()) / two.seconds:.2f}; "
+            f"peak RSS per process {mib(two.peak_rss_kib)} MiB"
+        )
+    latency = report.latency
+    if latency is not None:
+        lines.append(
+            f"- **sync latency** of `$set-accounts` (no `respond-async`, propagate) on a "
+            f"{latency.members}-member compartment through the API over loopback HTTP, "
+            f"{len(latency.seconds)} calls one after another: **p50 {latency.p50 * 1000:,.0f} ms, "
+            f"p95 {latency.p95 * 1000:,.0f} ms** (max {max(latency.seconds) * 1000:,.0f} ms)"
+        )
+    return lines
 
 
 def machine_facts(found: Engines) -> list[str]:
@@ -147,9 +208,16 @@ def status_line(path: str, key: str) -> str:
     return ""
 
 
-def generated_block(found: Engines, rows: Sequence[Row], total_seconds: float, settings: Settings) -> str:
-    """The part of the report a run owns: facts that make the numbers interpretable, then the tables."""
+def generated_block(
+    found: Engines, report: Report, total_seconds: float, settings: Settings, complete: bool = True
+) -> str:
+    """The part of the report a run owns: facts that make the numbers interpretable, then the tables.
+    `complete=False`: written part-way through a run (it is rewritten when the run ends)."""
     facts = "\n".join(machine_facts(found))
+    if not complete:
+        facts += "\n- **partial run**: written after its last completed measurement; the run did not finish"
+    rows = report.rows
+    extras = "\n".join(extra_lines(report))
     return f"""{BEGIN}
 _Generated by `make bench`; everything between the markers is rewritten by each run._
 
@@ -157,12 +225,16 @@ _Generated by `make bench`; everything between the markers is rewritten by each 
 - propagator settings: defaults ({settings.partitions} partitions, planner pages of {settings.plan_page_size},
   applier batches of up to {settings.apply_batch_size}), one process running all three roles
 - whole run, engines start-up and seeding included: {total_seconds:.0f} s
+- CPU is read from `/proc/<pid>/stat` over the timed window; idle CPU (with nothing to do, 5 s before
+  the command) is shown in the breakdown so it can be told apart from the work
 
 {results_table(rows)}
 
 Where the pipeline's time went (same runs):
 
 {breakdown_table(rows)}
+
+{extras}
 {END}"""
 
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +35,17 @@ from typing import IO, Any
 from procfs import cpu_snapshot, engine_pids, status_kib
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
-from report import PipelineResult, Row, breakdown_table, generated_block, mib, results_table, write_report
+from report import (
+    PipelineResult,
+    Report,
+    Row,
+    breakdown_table,
+    extra_lines,
+    generated_block,
+    mib,
+    results_table,
+    write_report,
+)
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
@@ -49,14 +59,15 @@ from setaccounts_dev.engines import Engines, engines
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
-DEFAULT_SIZES = (1_000, 10_000, 50_000)
+DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)
+TWO_PROCESSES = 100_000  # the size also measured with two propagator processes
 SEQUENTIAL_MAX = 10_000  # the loop is one round trip pair per member: larger sizes only cost minutes
 SEED_CHUNK = 5_000  # documents per insert_many while seeding (not timed)
 WARMUP_MEMBERS = 3
 ACCOUNT = "Organization/bench"
 POLL_SECONDS = 0.05  # job polling interval: the pipeline's times are exact to about this much
-SESSION_TIMEOUT_MS = 6_000  # as the tests use: shortens the first consumer-group join, which is not timed
 STOP_SECONDS = 20.0
+IDLE_SECONDS = 5.0  # CPU measured with nothing to do, before the timed command: the processes' idle cost
 _STARTED = time.monotonic()
 
 Db = AsyncDatabase[Document]
@@ -89,7 +100,6 @@ def isolated_settings(found: Engines, label: str) -> Settings:
         mongodb_database=f"bench_{run}",
         topic_prefix=f"bench.{run}.",
         group_prefix=f"bench-{run}",
-        kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
         replication_factor=1,
         min_insync_replicas=1,
     )
@@ -211,6 +221,41 @@ class PropagatorProcess:
             self._log = None
 
 
+@contextlib.contextmanager
+def profiled(pid: int, output: Path | None) -> Iterator[None]:
+    """`py-spy record` of `pid` while the block runs (raw collapsed stacks in `output`); nothing if None."""
+    if output is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    process = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--rate",
+            "100",
+            "-o",
+            str(output),
+            "-p",
+            str(pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------------------
@@ -226,7 +271,7 @@ class JobWatch:
 
 
 async def watch_job(
-    db: Db, command_id: str, started: float, limit_seconds: float, proc: PropagatorProcess
+    db: Db, command_id: str, started: float, limit_seconds: float, procs: Sequence[PropagatorProcess]
 ) -> JobWatch:
     """Poll the `jobs` document until it is terminal; notes when `planned` (fan-out finished) first shows."""
     planned_at: float | None = None
@@ -238,7 +283,8 @@ async def watch_job(
                 planned_at = elapsed
             if job.get("status") in TERMINAL:
                 return JobWatch(job, elapsed, planned_at)
-        proc.check()
+        for proc in procs:
+            proc.check()
         if elapsed > limit_seconds:
             raise BenchError(f"job {command_id} not finished after {limit_seconds:.0f}s (last seen: {job})")
         await asyncio.sleep(POLL_SECONDS)
@@ -254,12 +300,15 @@ def command_for(pid: str) -> SetAccountsCommand:
     )
 
 
-async def measure_pipeline(found: Engines, members: int, workdir: Path) -> PipelineResult:
+async def measure_pipeline(
+    found: Engines, members: int, workdir: Path, processes: int = 1, profile: Path | None = None
+) -> PipelineResult:
     """Publish one `SetAccountsCommand` to the commands topic and time it to `completed` in `jobs`.
 
     The command is published with aiokafka (not through the API), so only the pipeline is timed:
     planner fan-out → updates → applier bulk writes → results → aggregator. A warm-up command on a
-    3-member patient runs first, so the consumer-group joins are not in the timed window.
+    3-member patient runs first, so the consumer-group joins are not in the timed window. `processes`
+    propagator processes run all roles in the same groups; `profile` records the first one with py-spy.
     """
     settings = isolated_settings(found, "p")
     async with isolated_db(settings) as db:
@@ -270,25 +319,37 @@ async def measure_pipeline(found: Engines, members: int, workdir: Path) -> Pipel
         producer = make_producer(settings)
         await producer.start()
         try:
-            with PropagatorProcess(settings, workdir / f"propagator-{members}.log") as proc:
-                say(f"pipeline {members:>6}: propagator pid {proc.pid} started; warm-up command")
+            with contextlib.ExitStack() as stack:
+                procs = [
+                    stack.enter_context(
+                        PropagatorProcess(settings, workdir / f"propagator-{members}-{n}.log")
+                    )
+                    for n in range(processes)
+                ]
+                say(f"pipeline {members:>6}: propagator pids {[p.pid for p in procs]}; warm-up command")
                 warmup = command_for("warmup")
                 began = time.perf_counter()
                 await publish(producer, settings.topics.commands, warmup)
-                warm = await watch_job(db, warmup.command_id, began, 180, proc)
+                warm = await watch_job(db, warmup.command_id, began, 180, procs)
                 if warm.job.get("status") != JobStatus.COMPLETED:
                     raise BenchError(f"warm-up ended {warm.job.get('status')}: {warm.job.get('outcome')}")
-                ready_rss = status_kib(proc.pid, "VmHWM")
+                ready_rss = max_kib(status_kib(p.pid, "VmHWM") for p in procs)
                 say(f"pipeline {members:>6}: groups ready after {warm.seconds:.1f}s; timing the command")
 
-                pids = {"propagator": proc.pid, **engine_pids()}
+                pids = {f"propagator-{n}": p.pid for n, p in enumerate(procs)} | engine_pids()
+                idle_before = cpu_snapshot(pids)
+                await asyncio.sleep(IDLE_SECONDS)
+                idle_after = cpu_snapshot(pids)
+                idle = {k: (idle_after[k] - idle_before[k]) / IDLE_SECONDS for k in idle_after}
+                idle["propagator"] = sum(v for k, v in idle.items() if k.startswith("propagator-"))
                 command = command_for("bench")
-                cpu_before = cpu_snapshot(pids)
-                started = time.perf_counter()
-                await publish(producer, settings.topics.commands, command)
-                watch = await watch_job(db, command.command_id, started, 120 + members * 0.02, proc)
-                cpu_after = cpu_snapshot(pids)
-                peak_rss = status_kib(proc.pid, "VmHWM")
+                with profiled(procs[0].pid, profile):
+                    cpu_before = cpu_snapshot(pids)
+                    started = time.perf_counter()
+                    await publish(producer, settings.topics.commands, command)
+                    watch = await watch_job(db, command.command_id, started, 120 + members * 0.02, procs)
+                    cpu_after = cpu_snapshot(pids)
+                peak_rss = max_kib(status_kib(p.pid, "VmHWM") for p in procs)
         finally:
             await producer.stop()
         job = watch.job
@@ -303,6 +364,7 @@ async def measure_pipeline(found: Engines, members: int, workdir: Path) -> Pipel
                 f"{stored} stored resources carry {ACCOUNT}; expected {members + WARMUP_MEMBERS + 2}"
             )
         cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
+        cpu["propagator"] = sum(v for k, v in cpu.items() if k.startswith("propagator-"))
         result = PipelineResult(
             members,
             watch.seconds,
@@ -310,13 +372,24 @@ async def measure_pipeline(found: Engines, members: int, workdir: Path) -> Pipel
             int(job["resources_updated"]),
             ready_rss,
             peak_rss,
-            cpu,
+            {k: v for k, v in cpu.items() if not k.startswith("propagator-")},
+            processes,
+            {k: v for k, v in idle.items() if not k.startswith("propagator-")},
+            int(job.get("agg_rev") or 0),
         )
         say(
-            f"pipeline {members:>6}: {result.seconds:.2f}s, {result.rate:,.0f} resources/s, "
+            f"pipeline {members:>6} x{processes}: {result.seconds:.2f}s, {result.rate:,.0f} resources/s, "
+            f"propagator {result.cpu_us_per_member('propagator'):.0f} CPU-µs/member "
+            f"(idle {idle['propagator'] * 1000:.0f} ms/s), {result.job_writes} aggregator job writes, "
             f"peak RSS {mib(peak_rss)} MiB"
         )
         return result
+
+
+def max_kib(values: Iterable[int | None]) -> int | None:
+    """The largest of per-process readings (None when none could be read)."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def raw_set(at: datetime) -> dict[str, Any]:
@@ -335,6 +408,7 @@ async def measure_bulk(found: Engines, members: int) -> float:
     """The store's ceiling: one unordered `bulk_write` of `members` version-guarded `UpdateOne` `$set`s."""
     settings = isolated_settings(found, "r")
     async with isolated_db(settings) as db:
+        await seed(db, "warmup", WARMUP_MEMBERS)  # the same collection the pipeline starts from
         refs = await seed(db, "raw", members)
         update = {"$set": raw_set(datetime.now(UTC))}
         ops = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs]
@@ -351,6 +425,7 @@ async def measure_sequential(found: Engines, members: int) -> float:
     """Medplum's way: per member one `find_one`, the write rule in Python, one guarded `update_one`."""
     settings = isolated_settings(found, "s")
     async with isolated_db(settings) as db:
+        await seed(db, "warmup", WARMUP_MEMBERS)  # the same collection the pipeline starts from
         refs = await seed(db, "seq", members)
         collection = db.resources
         started = time.perf_counter()
@@ -381,15 +456,36 @@ async def measure_sequential(found: Engines, members: int) -> float:
 
 
 async def measure(
-    found: Engines, sizes: Sequence[int], sequential_max: int, workdir: Path, rows: list[Row]
+    found: Engines,
+    sizes: Sequence[int],
+    options: argparse.Namespace,
+    workdir: Path,
+    report: Report,
+    save: Callable[[Report], None],
 ) -> None:
-    """Every measurement for each size in turn, appended to `rows` as each size completes (so a failure
-    still shows what was measured); sizes are small-first so a broken setup fails early."""
+    """The sync latency of the API first (it is short), then every measurement for each size in turn,
+    with two propagator processes right after the one-process row of the `--two-processes` size; each is
+    added to `report` and saved as it completes, so a failure or a stop still leaves what was measured.
+    Sizes run small-first so a broken setup fails early."""
+    if options.latency:
+        from latency import measure_sync_latency  # imports this module: only once it is loaded
+
+        report.latency = await measure_sync_latency(found, workdir)
+        save(report)
     for members in sizes:
-        bulk = await measure_bulk(found, members)
-        sequential = await measure_sequential(found, members) if members <= sequential_max else None
-        pipeline = await measure_pipeline(found, members, workdir)
-        rows.append(Row(members, pipeline, bulk, sequential))
+        bulk = None if options.pipeline_only else await measure_bulk(found, members)
+        sequential = (
+            await measure_sequential(found, members)
+            if members <= options.sequential_max and not options.pipeline_only
+            else None
+        )
+        flame = None if options.profile is None else options.profile / f"propagator-{members}.txt"
+        pipeline = await measure_pipeline(found, members, workdir, profile=flame)
+        report.rows.append(Row(members, pipeline, bulk, sequential))
+        save(report)
+        if members == options.two_processes:
+            report.two_processes = await measure_pipeline(found, members, workdir, processes=2)
+            save(report)
 
 
 def keep_engine_logs(workdir: Path) -> None:
@@ -437,6 +533,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep the propagator logs after a successful run (always kept on failure)",
     )
+    parser.add_argument(
+        "--two-processes",
+        type=int,
+        default=TWO_PROCESSES,
+        help="size at which to run two propagator processes as well (only if it is one of the sizes)",
+    )
+    parser.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="measure only the pipeline (no raw bulk or sequential baseline: no ratios)",
+    )
+    parser.add_argument(
+        "--no-latency",
+        dest="latency",
+        action="store_false",
+        help="skip the sync latency of $set-accounts through the API",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="directory for py-spy profiles of the propagator during each timed command (raw stacks)",
+    )
     args = parser.parse_args(argv)
     sizes: list[int] = args.sizes or list(DEFAULT_SIZES)
     output: Path | None = args.output or (DEFAULT_OUTPUT if args.sizes is None else None)
@@ -455,24 +574,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"engines ready ({found.kind}): kafka {found.kafka_bootstrap_servers}, "
             f"mongodb {found.mongodb_uri}"
         )
-        rows: list[Row] = []
+        report = Report()
+        defaults = Settings(**found.settings())
+
+        def save(partial: Report) -> None:
+            """Write what was measured so far, so a run stopped part-way still leaves its results."""
+            if output is not None:
+                elapsed = time.monotonic() - started
+                write_report(output, generated_block(found, partial, elapsed, defaults, complete=False))
+
         try:
-            asyncio.run(measure(found, sizes, args.sequential_max, workdir, rows))
+            asyncio.run(measure(found, sizes, args, workdir, report, save))
         except BaseException:
             keep_engine_logs(workdir)
-            if rows:
-                print(f"\nmeasured before the failure:\n{results_table(rows)}\n", flush=True)
+            if report.rows:
+                print(f"\nmeasured before the failure:\n{results_table(report.rows)}\n", flush=True)
             raise
         total = time.monotonic() - started
-        defaults = Settings(**found.settings())
-        block = generated_block(found, rows, total, defaults)
+        block = generated_block(found, report, total, defaults)
     if not args.keep_logs:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
-    print(results_table(rows))
+    print(results_table(report.rows))
     print()
-    print(breakdown_table(rows))
+    print(breakdown_table(report.rows))
     print()
+    for line in extra_lines(report):
+        print(line)
     say(f"done in {total:.0f}s")
     if output is not None:
         write_report(output, block)

@@ -18,18 +18,18 @@ from setaccounts.events import (
     CommandPlanned,
     EndOfCommand,
     EventError,
-    MemberUpdate,
     Outcome,
     SetAccountsCommand,
     accounts_after,
     command_envelope,
     member_changes,
 )
+from setaccounts.events.updates import MemberUpdateTemplate
 from setaccounts.failures import PermanentFailure
 from setaccounts.fhir.compartments import compartment_owner_types
 from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import Job
-from setaccounts.kafka import publish, publish_many
+from setaccounts.kafka import publish, publish_many, send_encoded
 from setaccounts.store.meta import accounts_of
 from setaccounts.store.propagation import Application
 from setaccounts_propagator.role import Item, Record, RoleHandler
@@ -42,9 +42,7 @@ class Page:
     """The fan-out's running state: updates waiting to be sent, and how many were sent before."""
 
     command: SetAccountsCommand
-    target_seq: int
-    add: list[str]
-    remove: list[str]
+    updates: MemberUpdateTemplate  # the command's update, encoded once for every member
     emitted: int
     members: list[str] = field(default_factory=list)
 
@@ -141,7 +139,15 @@ class Planner(RoleHandler):
             return 0, []
         assert job.target_seq is not None
         add, remove = member_changes(command.mode, job.accounts_before, command.accounts)
-        page = Page(command=command, target_seq=job.target_seq, add=add, remove=remove, emitted=job.emitted)
+        template = MemberUpdateTemplate.of(
+            command_id=command.command_id,
+            target=command.target,
+            target_seq=job.target_seq,
+            add=add,
+            remove=remove,
+            partitions=partitions,
+        )
+        page = Page(command=command, updates=template, emitted=job.emitted)
         members = self.resources.stream_members(
             command.target, after=job.cursor, batch_size=self.settings.plan_page_size
         )
@@ -160,18 +166,8 @@ class Planner(RoleHandler):
     async def _flush(self, page: Page) -> bool:
         """Send a page of updates, wait for the broker, then checkpoint; False when the job has ended."""
         command = page.command
-        updates = [
-            MemberUpdate(
-                command_id=command.command_id,
-                target=command.target,
-                target_seq=page.target_seq,
-                member=member,
-                add=page.add,
-                remove=page.remove,
-            )
-            for member in page.members
-        ]
-        await publish_many(self.producer, self.settings.topics.updates, updates)
+        records = [page.updates.record(member) for member in page.members]
+        await send_encoded(self.producer, self.settings.topics.updates, records)
         page.emitted += len(page.members)
         cursor, page.members = page.members[-1], []
         if await self.jobs.checkpoint(command.command_id, cursor, page.emitted):

@@ -127,10 +127,46 @@ def prepare_write(
 def with_accounts(
     document: Document, accounts: list[str], now: datetime, command_id: str | None = None
 ) -> Write:
-    """The same document with `meta.accounts` replaced, through the one write rule."""
-    resource = dict(document["resource"])
-    resource["meta"] = {**(resource.get("meta") or {}), "accounts": reference_list(accounts)}
-    return prepare_write(resource, document, now, command_id)
+    """A live stored document with `meta.accounts` replaced: the result `prepare_write` gives for the
+    resource with these accounts, computed from its meta alone.
+
+    An accounts-only change cannot move the resource into or out of a compartment, so `members_of` is the
+    stored one (not recomputed from the body), and the body is not copied (it works on a document read
+    without it too). Content is unchanged exactly when the meta without
+    server-managed fields is; then the stored document is returned as it is (no version). `command_id`
+    names the command writing it, tagged on the new version as `prepare_write` does.
+    """
+    resource: Resource = document["resource"]
+    old_meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else None
+    before = content_of({"meta": old_meta}).get("meta", {}) if old_meta else {}
+    after = {**before, "accounts": reference_list(accounts)}
+    normalized = accounts_of({"meta": after})
+    if normalized:
+        after["accounts"] = reference_list(normalized)
+    else:
+        after.pop("accounts")
+    if (before or None) == (after or None):
+        return Write(document, changed=False)
+    members_of: list[str] = document.get("members_of") or []
+    compartment = list(dict.fromkeys(members_of + normalized))
+    version = document.get("version", 0) + 1
+    meta = dict(after)
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if compartment:
+        meta["compartment"] = reference_list(compartment)
+    if command_id is not None and isinstance(meta.get("tag", []), list):
+        meta["tag"] = [*meta.get("tag", []), command_tag(command_id)]
+    written: Document = {
+        **document,
+        "version": version,
+        "deleted": False,
+        "resource": {**resource, "meta": meta},
+        "members_of": members_of,
+        "compartments": compartment,
+        "marks": document.get("marks", []),
+    }
+    return Write(written, changed=True)
 
 
 def tombstone(previous: Document, now: datetime) -> Document:

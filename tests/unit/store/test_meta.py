@@ -186,3 +186,58 @@ def test_a_tombstone_remembers_where_the_deleted_version_was() -> None:
 
     assert dead["compartments"] == []
     assert dead["deleted_from"] == ["Patient/1", "Patient/2", "Organization/a"]
+
+
+def _full_rule(document: dict[str, Any], accounts: list[str], at: datetime, command_id: str | None) -> Any:
+    """`with_accounts` as the whole write rule computes it: the body with its accounts replaced, rewritten."""
+    resource = dict(document["resource"])
+    resource["meta"] = {**(resource.get("meta") or {}), "accounts": [{"reference": a} for a in accounts]}
+    return prepare_write(resource, document, at, command_id)
+
+
+ACCOUNT_REFS = st.sampled_from(["Account/a", "Organization/b", "Account/c", "not a reference"])
+
+
+@given(
+    stored_accounts=st.lists(ACCOUNT_REFS, max_size=4),
+    new_accounts=st.lists(ACCOUNT_REFS, max_size=4),
+    tags=st.lists(st.sampled_from(["x", "y"]), max_size=2),
+    subjects=st.lists(st.sampled_from(["Patient/1", "Patient/2", "Encounter/e", "Group/g"]), max_size=3),
+    projected=st.booleans(),
+    command_id=st.sampled_from([None, "cmd-1"]),
+    tagged_before=st.booleans(),
+)
+def test_with_accounts_gives_what_the_whole_write_rule_gives(
+    stored_accounts: list[str],
+    new_accounts: list[str],
+    tags: list[str],
+    subjects: list[str],
+    projected: bool,
+    command_id: str | None,
+    tagged_before: bool,
+) -> None:
+    """The accounts-only path (meta alone, stored `members_of`) writes exactly what rewriting the whole
+    resource writes, also when the document was read without the resource's body."""
+    meta: dict[str, Any] = {"accounts": [{"reference": a} for a in stored_accounts]}
+    if tags:
+        meta["tag"] = [{"code": t} for t in tags]
+    resource: dict[str, Any] = {"resourceType": "Observation", "id": "o1", "status": "final", "meta": meta}
+    if subjects:
+        resource["subject"] = {"reference": subjects[0]}
+        resource["performer"] = [{"reference": s} for s in subjects[1:]]
+    stored = prepare_write(resource, None, T0, "cmd-0" if tagged_before else None).document
+    stored["marks"] = [{"target": "Patient/1", "seq": 1, "command_id": "c", "changed": True}]
+    expected = _full_rule(stored, new_accounts, T1, command_id)
+    read = stored
+    if projected:
+        read = {k: v for k, v in stored.items() if k not in ("resource", "_id", "compartments")}
+        read["resource"] = {"meta": stored["resource"]["meta"]}
+
+    got = with_accounts(read, new_accounts, T1, command_id)
+
+    assert got.changed == expected.changed
+    for field in ("version", "members_of", "compartments", "marks", "deleted"):
+        assert got.document.get(field, stored.get(field)) == expected.document[field]
+    assert got.document["resource"]["meta"] == expected.document["resource"]["meta"]
+    if not projected:
+        assert got.document == expected.document
