@@ -235,6 +235,11 @@ class JobStore:
                     ended.append(job)
         return ended
 
+    async def last_loss(self) -> datetime | None:
+        """When a service last handled a loss of the broker's topics (`fail_lost`), if ever."""
+        found = await self._losses.find_one({"_id": "broker"})
+        return None if found is None else found["at"]
+
     # --- planner -------------------------------------------------------------------------------------
 
     async def next_seq(self, target: str) -> int:

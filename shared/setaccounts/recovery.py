@@ -73,10 +73,16 @@ class TopicRecovery:
     _whole_at: datetime | None = field(default=None, init=False)
     _offsets: AIOKafkaConsumer | None = field(default=None, init=False)
     _offsets_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    losses: int = field(default=0, init=False)
+    """How many losses this process has learnt of, by its own check or from the loss another service
+    recorded: consumers read their topics again from the start when it changes (`ConsumerLoop.losses`)."""
+    _loss_seen: datetime | None = field(default=None, init=False)
+    _loss_read: bool = field(default=False, init=False)
 
     async def check(self) -> bool:
         """True when every topic exists, after recreating lost ones if the back-off allows (raises when the
         broker does not answer)."""
+        await self._learn_of_losses()
         metadata = await self.producer.client.fetch_all_metadata()
         present = metadata.topics()
         missing = [name for name in self.settings.topics.all() if name not in present]
@@ -108,8 +114,21 @@ class TopicRecovery:
             if set(missing + shrunk) - {self.settings.topics.deadletter}:
                 await self._end_lost_jobs(self._whole_at or datetime.now(UTC))
             self._ends, self._whole_at = {}, None  # the next check reads the fresh topics
+            self.losses += 1
+            await self._learn_of_losses(count=False)
             TOPICS_MISSING.labels(self.service).set(0)
             return True
+
+    async def _learn_of_losses(self, count: bool = True) -> None:
+        """Count a loss another service handled since the last look. Its check may have seen the topics
+        emptied before ours did, and a recreated topic can outgrow the ends ours remembers; a consumer
+        whose position from the lost topic falls inside the fresh one would skip that topic's first
+        records, so every loss, whoever noticed it, sends the consumers back to the start."""
+        seen = await JobStore(self.db).last_loss()
+        if seen != self._loss_seen and self._loss_read and count:
+            log.warning("another service handled a loss of the broker's topics", at=str(seen))
+            self.losses += 1
+        self._loss_seen, self._loss_read = seen, True
 
     async def recreate(self) -> list[str]:
         """At start: create the missing topics and, if any but the dead-letter topic was missing, end the

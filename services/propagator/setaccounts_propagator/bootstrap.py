@@ -49,7 +49,11 @@ ROLES: dict[str, Role] = {
 
 
 def build_loop(
-    name: str, settings: Settings, db: AsyncDatabase[dict[str, Any]], producer: AIOKafkaProducer
+    name: str,
+    settings: Settings,
+    db: AsyncDatabase[dict[str, Any]],
+    producer: AIOKafkaProducer,
+    losses: Callable[[], int] = lambda: 0,
 ) -> ConsumerLoop:
     """One role's consume loop, with its own consumer and a handler over the shared clients."""
     role = ROLES[name]
@@ -67,6 +71,7 @@ def build_loop(
         deadletter_topic=settings.topics.deadletter,
         handler=role.handler(settings, db, producer),
         max_retries=settings.max_retries,
+        losses=losses,
     )
 
 
@@ -98,7 +103,7 @@ async def run(
         await until_up("broker", producer.start, stop)
         recovery = TopicRecovery(settings, db, producer, "propagator")
         await until_up("broker", recovery.recreate, stop)
-        loops = [build_loop(name, settings, db, producer) for name in roles]
+        loops = [build_loop(name, settings, db, producer, lambda: recovery.losses) for name in roles]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
         watch = asyncio.create_task(recovery.watch(stop), name="topics")
         if ready is not None:

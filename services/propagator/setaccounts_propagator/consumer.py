@@ -44,12 +44,17 @@ class ConsumerLoop:
     max_retries: int = 5
     retry_backoff: float = 0.2
     outage_backoff_cap: float = 10.0
+    losses: Callable[[], int] = lambda: 0
+    """How many losses of the broker's topics this process knows of (`TopicRecovery.losses`)."""
+    _losses_seen: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.consumer.start()
         log.info("consumer ready", role=self.role, topics=sorted(self.consumer.subscription()))
         try:
+            self._losses_seen = self.losses()
             while not stop.is_set():
+                await self._restart_after_loss()
                 batches = await self.consumer.getmany(timeout_ms=200)
                 if not batches:
                     await self._rewind_past_end()
@@ -60,6 +65,19 @@ class ConsumerLoop:
                 await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
         finally:
             await self.consumer.stop()
+
+    async def _restart_after_loss(self) -> None:
+        """After the broker lost the topics, read them from the start: a position left from the lost topic
+        may lie inside the fresh one and would skip its first records. What was processed already is
+        absorbed (marks, watermarks)."""
+        losses = self.losses()
+        if losses == self._losses_seen:
+            return
+        self._losses_seen = losses
+        assigned = list(self.consumer.assignment())
+        log.warning("the broker lost its topics: reading them from the start", role=self.role)
+        if assigned:
+            await self.consumer.seek_to_beginning(*assigned)
 
     async def _rewind_past_end(self) -> None:
         """A partition whose log now ends before our position was recreated (a broker that lost its data, a

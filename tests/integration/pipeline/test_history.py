@@ -49,7 +49,7 @@ async def history(api: httpx.AsyncClient, ref: str) -> list[dict[str, Any]]:
 
 async def redeliver_member_updates(settings: Settings) -> int:
     """Publish every MemberUpdate of the updates topic again, as it was (key, partition, headers)."""
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.topics.updates)
+    records = await read_topic(settings, settings.topics.updates)
     again = [r for r in records if isinstance(UPDATES.decode(r.value), MemberUpdate)]
     producer = make_producer(settings)
     await producer.start()
