@@ -76,6 +76,20 @@ def command_tag(command_id: str) -> dict[str, str]:
     return {"system": COMMAND_SYSTEM, "code": command_id}
 
 
+def stamped(
+    meta: dict[str, Any], version: int, now: datetime, compartment: list[str], command_id: str | None
+) -> dict[str, Any]:
+    """A new version's meta: the client's meta (without server fields) plus the server-managed ones."""
+    meta = dict(meta)
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if compartment:
+        meta["compartment"] = reference_list(compartment)
+    if command_id is not None and isinstance(meta.get("tag", []), list):
+        meta["tag"] = [*meta.get("tag", []), command_tag(command_id)]
+    return meta
+
+
 @dataclass(frozen=True)
 class Write:
     """The document to store and whether it is a new version."""
@@ -103,14 +117,8 @@ def prepare_write(
     members_of = compartments_of(content)
     compartment = list(dict.fromkeys(members_of + accounts))
     version = (previous or {}).get("version", 0) + 1
-    meta = dict(content.get("meta") or {})
+    meta = stamped(content.get("meta") or {}, version, now, compartment, command_id)
     served = {**content, "meta": meta}
-    meta["versionId"] = str(version)
-    meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if compartment:
-        meta["compartment"] = reference_list(compartment)
-    if command_id is not None and isinstance(meta.get("tag", []), list):
-        meta["tag"] = [*meta.get("tag", []), command_tag(command_id)]
     document: Document = {
         "_id": f"{served['resourceType']}/{served['id']}",
         "type": served["resourceType"],
@@ -150,13 +158,7 @@ def with_accounts(
     members_of: list[str] = document.get("members_of") or []
     compartment = list(dict.fromkeys(members_of + normalized))
     version = document.get("version", 0) + 1
-    meta = dict(after)
-    meta["versionId"] = str(version)
-    meta["lastUpdated"] = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if compartment:
-        meta["compartment"] = reference_list(compartment)
-    if command_id is not None and isinstance(meta.get("tag", []), list):
-        meta["tag"] = [*meta.get("tag", []), command_tag(command_id)]
+    meta = stamped(after, version, now, compartment, command_id)
     written: Document = {
         **document,
         "version": version,
