@@ -127,8 +127,10 @@ async def test_healthz_answers_promptly_while_a_large_bad_body_is_refused(api: h
     assert response.status_code == 400
     assert response.json()["issue"][0]["diagnostics"].startswith("NUL character in a key")
     assert len(latencies) >= 3, f"healthz answered only {len(latencies)} times in {elapsed:.2f}s"
-    # relative, not absolute (the machine may be busy): no probe waited out most of the refusal
-    assert max(latencies) < elapsed / 2, (
+    # Relative, not absolute (the machine may be busy). The parse runs in a thread, but `json.loads` holds
+    # the GIL while it builds the document (about half of the refusal here), so one probe may wait that
+    # long; parsing on the loop would make a probe wait out the whole refusal.
+    assert max(latencies) < elapsed * 0.75, (
         f"slowest /healthz {max(latencies):.2f}s while refusing ({elapsed:.2f}s)"
     )
 

@@ -22,7 +22,7 @@ from tests.helpers.resources import Seed, patient_with_members
 from tests.helpers.roles import roles
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-MEMBERS = 5000
+MEMBERS = 3000
 
 
 async def wait_for(
