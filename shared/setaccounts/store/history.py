@@ -23,11 +23,11 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from setaccounts.store.lookup import by_ids
 from setaccounts.store.meta import Document
 
 KEPT = ("version", "deleted", "deleted_at", "resource", "compartments")
 DUPLICATE_KEY = 11000
-IN_CHUNK = 100  # as `resources.IN_CHUNK`: large `$in` queries on `_id` slow down quadratically on SecantusDB
 
 
 def entry_of(document: Document) -> Document:
@@ -86,12 +86,7 @@ class HistoryStore:
                 raise
 
     async def _present(self, ids: list[str], session: AsyncClientSession) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), IN_CHUNK):
-            chunk = ids[start : start + IN_CHUNK]
-            async for doc in self.collection.find({"_id": {"$in": chunk}}, {"_id": 1}, session=session):
-                found.add(doc["_id"])
-        return found
+        return {doc["_id"] async for doc in by_ids(self.collection, ids, {"_id": 1}, session)}
 
     async def version(
         self, ref: str, version: int, session: AsyncClientSession | None = None

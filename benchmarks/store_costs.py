@@ -1,0 +1,114 @@
+"""What each kind of store operation a propagation makes costs the store, in server CPU per document,
+measured side by side on one collection: the `$in` reads by `_id` at several chunk sizes (the applier's
+read), the planner's member cursor, the history copy, and the guarded bulk update with and without the
+journaled write concern the services use.
+
+`python benchmarks/store_costs.py [--members 5000]`: on the engines `setaccounts_dev.engines` picks (an
+embedded SecantusDB here). The server's CPU comes from `/proc/<pid>/stat`, so it is only shown when the
+store is an embedded subprocess; wall seconds are shown either way. Each figure is the best of
+`--repeat` runs (reads and the cursor repeat; writes run once, each on documents no write has touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from procfs import cpu_snapshot, engine_pids
+from pymongo import AsyncMongoClient, UpdateOne
+from report import markdown_table
+from run import isolated_db, isolated_settings, raw_set, say, seed
+
+from setaccounts.store.history import HistoryStore
+from setaccounts.store.resources import ResourceStore
+from setaccounts_dev.engines import Engines, engines
+
+CHUNKS = (100, 50, 25, 10)
+
+
+async def cost(members: int, step: Callable[[], Awaitable[Any]], repeat: int = 1) -> tuple[float, float]:
+    """Best wall seconds and best server CPU µs per document of `step` over `repeat` runs."""
+    pids = engine_pids()
+    best_wall, best_cpu = float("inf"), float("inf")
+    for _ in range(repeat):
+        before, started = cpu_snapshot(pids), time.perf_counter()
+        await step()
+        wall, after = time.perf_counter() - started, cpu_snapshot(pids)
+        best_wall = min(best_wall, wall)
+        if "mongodb" in after:
+            best_cpu = min(best_cpu, (after["mongodb"] - before["mongodb"]) * 1e6 / members)
+    return best_wall, best_cpu
+
+
+async def measure(found: Engines, members: int, repeat: int) -> list[tuple[str, float, float]]:
+    settings = isolated_settings(found, "c")
+    rows: list[tuple[str, float, float]] = []
+    async with isolated_db(settings) as db:  # the services' client: journaled, majority writes
+        refs = await seed(db, "costs", members)
+        resources = ResourceStore(db)
+        for chunk in CHUNKS:
+
+            async def read(chunk: int = chunk) -> None:
+                for start in range(0, members, chunk):
+                    await db.resources.find({"_id": {"$in": refs[start : start + chunk]}}).to_list(None)
+
+            rows.append((f"read whole documents, `$in` of {chunk} ids", *await cost(members, read, repeat)))
+
+        async def members_cursor() -> None:
+            query = ResourceStore.members_filter("Patient/costs")
+            await db.resources.find(query, {"_id": 1}).sort("_id", 1).to_list(None)
+
+        rows.append(
+            ("planner's member cursor (ids, `_id` order)", *await cost(members, members_cursor, repeat))
+        )
+        superseded = list((await resources.get_many(refs)).values())
+        rows.append(
+            (
+                "history copy (`HistoryStore.keep`)",
+                *await cost(members, lambda: HistoryStore(db).keep(superseded)),
+            )
+        )
+        update = {"$set": raw_set(datetime.now(UTC))}
+        half = members // 2
+        journaled = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs[:half]]
+        rows.append((
+            "guarded bulk update, journaled (the services' client)",
+            *await cost(half, lambda: db.resources.bulk_write(journaled, ordered=False)),
+        ))  # fmt: skip
+        plain: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongodb_uri)
+        try:
+            unjournaled = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs[half:]]
+            collection = plain[settings.mongodb_database].resources
+            rows.append((
+                "guarded bulk update, default write concern",
+                *await cost(members - half, lambda: collection.bulk_write(unjournaled, ordered=False)),
+            ))  # fmt: skip
+        finally:
+            await plain.close()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with engines(Path(tempfile.mkdtemp(prefix="setaccounts-costs-"))) as found:
+        say(f"engines ready ({found.kind}); {args.members} documents")
+        rows = asyncio.run(measure(found, args.members, args.repeat))
+    table = [
+        [label, f"{wall:.2f}", "—" if cpu == float("inf") else f"{cpu:,.0f}"] for label, wall, cpu in rows
+    ]
+    print(markdown_table(("operation", "wall s", "server CPU µs/document"), table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
