@@ -17,7 +17,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.auth.principal import ClaimNames, principal_of
-from setaccounts.mongo import ensure_indexes
+from setaccounts.mongo import RETIRED, ensure_indexes
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.rest.access import Access
 from setaccounts_api.rest.queries import PUBLIC, SEARCH_INDEXES, scans, search_page
@@ -117,3 +117,19 @@ async def test_each_search_reads_through_its_index(
         examined = explained["executionStats"]["totalDocsExamined"]
         stored_count = await stored.resources.estimated_document_count()
         assert examined < stored_count or (len(planned) == 1 and index == "search_all"), (label, examined)
+
+
+async def test_indexes_retired_by_the_search_indexes_are_dropped_from_an_existing_store(db: Db) -> None:
+    """A store set up by an earlier version keeps its data and loses only the indexes a search index
+    covers; running the set-up again (every service does at start) changes nothing."""
+    await db.resources.insert_one({"_id": "Patient/p", "type": "Patient", "compartments": ["Patient/p"]})
+    await db.resources.create_index([("compartments", 1)], name="compartments")
+    await db.resources.create_index([("type", 1), ("_id", 1)], name="type")
+
+    await ensure_indexes(db)
+    await ensure_indexes(db)
+
+    names = set(await db.resources.index_information())
+    assert not names & set(RETIRED), names
+    assert set(SEARCH_INDEXES) | {"_id_", "members_of"} <= names
+    assert await db.resources.count_documents({}) == 1
