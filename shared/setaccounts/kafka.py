@@ -73,7 +73,8 @@ def make_consumer(
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=max(200, settings.kafka_session_timeout_ms // 10),
+        # A third of the session, as Kafka recommends: each heartbeat is a request and a wake-up.
+        heartbeat_interval_ms=max(200, settings.kafka_session_timeout_ms // 3),
         rebalance_timeout_ms=30_000,
         max_poll_interval_ms=max_poll_interval_ms,
         # A topic deleted and created again is seen (and assigned) within seconds, not after 5 minutes.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ from setaccounts_propagator.role import Item, Record, RoleHandler
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 COMMIT_TIMEOUT_SECONDS = 30
+POLL_MS = 500  # longest wait for records before the loop looks at stop, losses and positions again
+REWIND_CHECK_SECONDS = 2.0  # how often an idle loop asks whether a partition now ends before its position
 
 
 @dataclass
@@ -47,6 +50,7 @@ class ConsumerLoop:
     losses: Callable[[], int] = lambda: 0
     """How many losses of the broker's topics this process knows of (`TopicRecovery.losses`)."""
     _losses_seen: int = 0
+    _rewind_checked: float = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.consumer.start()
@@ -55,7 +59,7 @@ class ConsumerLoop:
             self._losses_seen = self.losses()
             while not stop.is_set():
                 await self._restart_after_loss()
-                batches = await self.consumer.getmany(timeout_ms=200)
+                batches = await self.consumer.getmany(timeout_ms=POLL_MS)
                 if not batches:
                     await self._rewind_past_end()
                     continue
@@ -83,7 +87,13 @@ class ConsumerLoop:
         """A partition whose log now ends before our position was recreated (a broker that lost its data, a
         topic deleted and created again), and a commit from before may have put us there. Kafka answers such
         a fetch with an out-of-range error and the client resets to the earliest offset; Tansu answers with
-        no records, so the consumer would wait there for ever: rewind as that reset would."""
+        no records, so the consumer would wait there for ever: rewind as that reset would. Asked at most
+        every `REWIND_CHECK_SECONDS`: each question costs a round of position lookups, and an idle loop
+        would otherwise ask several times a second."""
+        now = time.monotonic()
+        if now - self._rewind_checked < REWIND_CHECK_SECONDS:
+            return
+        self._rewind_checked = now
         for tp in self.consumer.assignment():
             highwater = self.consumer.highwater(tp)
             if highwater is None:
