@@ -52,10 +52,18 @@ class Row:
     pipeline: PipelineResult
     bulk_seconds: float | None  # None: not measured (`--pipeline-only`)
     sequential_seconds: float | None
+    history_seconds: float | None = None  # the history copies of the replaced versions, after the bulk
 
     @property
     def bulk_rate(self) -> float | None:
         return None if self.bulk_seconds is None else self.members / self.bulk_seconds
+
+    @property
+    def writes_rate(self) -> float | None:
+        """Raw bulk and the history copies: every write a propagation must make, and nothing else."""
+        if self.bulk_seconds is None or self.history_seconds is None:
+            return None
+        return self.members / (self.bulk_seconds + self.history_seconds)
 
     @property
     def sequential_rate(self) -> float | None:
@@ -99,7 +107,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 RESULT_COLUMNS = (
     "members", "pipeline s", "pipeline res/s", "raw bulk s", "raw bulk res/s", "sequential s",
-    "sequential res/s", "pipeline ÷ raw bulk", "pipeline ÷ sequential", "propagator CPU µs/member",
+    "sequential res/s", "history copies s", "pipeline ÷ raw bulk", "pipeline ÷ raw bulk + history",
+    "pipeline ÷ sequential", "propagator CPU µs/member",
     "propagator RSS ready MiB", "propagator peak RSS MiB",
 )  # fmt: skip
 
@@ -122,7 +131,8 @@ def results_table(rows: Sequence[Row]) -> str:
         cells.append([
             f"{row.members:,}", _secs(p.seconds), _rate(p.rate),
             _secs(row.bulk_seconds), _rate(row.bulk_rate), _secs(row.sequential_seconds), _rate(seq),
-            _ratio(None if row.bulk_rate is None else p.rate / row.bulk_rate),
+            _secs(row.history_seconds), _ratio(None if row.bulk_rate is None else p.rate / row.bulk_rate),
+            _ratio(None if row.writes_rate is None else p.rate / row.writes_rate),
             _ratio(None if seq is None else p.rate / seq), _us(p.cpu_us_per_member("propagator")),
             mib(p.ready_rss_kib), mib(p.peak_rss_kib),
         ])  # fmt: skip

@@ -33,7 +33,7 @@ from types import FrameType, TracebackType
 from typing import IO, Any
 
 from procfs import cpu_snapshot, engine_pids, status_kib
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from report import (
     PipelineResult,
@@ -49,9 +49,10 @@ from report import (
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
-from setaccounts.mongo import ensure_indexes
+from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL, JobStatus
+from setaccounts.store.history import HistoryStore
 from setaccounts.store.meta import Document, prepare_write, with_accounts
 from setaccounts.topics import create_topics
 from setaccounts_dev.commands import propagator_command
@@ -139,7 +140,10 @@ async def seed(db: Db, pid: str, members: int) -> list[str]:
 @contextlib.asynccontextmanager
 async def isolated_db(settings: Settings) -> AsyncIterator[Db]:
     """The measurement's own database, dropped afterwards so the store stays small for the next one."""
-    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    # The services' client (`make_client`: writes journaled, majority-acknowledged), so the baselines write
+    # with the durability the pipeline needs before it commits an offset, and the ratios compare like with
+    # like (on SecantusDB a journaled write costs about a quarter more server CPU).
+    client = make_client(settings)
     try:
         db = client[settings.mongodb_database]
         await ensure_indexes(db)
@@ -404,12 +408,15 @@ def raw_set(at: datetime) -> dict[str, Any]:
     }
 
 
-async def measure_bulk(found: Engines, members: int) -> float:
-    """The store's ceiling: one unordered `bulk_write` of `members` version-guarded `UpdateOne` `$set`s."""
+async def measure_bulk(found: Engines, members: int) -> tuple[float, float]:
+    """The store's ceiling: one unordered `bulk_write` of `members` version-guarded `UpdateOne` `$set`s;
+    then, timed apart, the history copies of the versions those updates replaced (`HistoryStore.keep`, as
+    a propagation makes them): together, the writes a propagation cannot do without."""
     settings = isolated_settings(found, "r")
     async with isolated_db(settings) as db:
         await seed(db, "warmup", WARMUP_MEMBERS)  # the same collection the pipeline starts from
         refs = await seed(db, "raw", members)
+        superseded = [doc async for doc in db.resources.find({"_id": {"$in": refs}})]  # not timed
         update = {"$set": raw_set(datetime.now(UTC))}
         ops = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs]
         started = time.perf_counter()
@@ -417,8 +424,16 @@ async def measure_bulk(found: Engines, members: int) -> float:
         seconds = time.perf_counter() - started
         if result.matched_count != members:
             raise BenchError(f"raw bulk matched {result.matched_count} of {members}")
-        say(f"raw bulk {members:>6}: {seconds:.2f}s, {members / seconds:,.0f} resources/s")
-        return seconds
+        started = time.perf_counter()
+        await HistoryStore(db).keep(superseded)
+        history = time.perf_counter() - started
+        if await db.history.count_documents({}) != members:
+            raise BenchError(f"history copies: {await db.history.count_documents({})} of {members}")
+        say(
+            f"raw bulk {members:>6}: {seconds:.2f}s, {members / seconds:,.0f} resources/s; "
+            f"history copies {history:.2f}s"
+        )
+        return seconds, history
 
 
 async def measure_sequential(found: Engines, members: int) -> float:
@@ -473,15 +488,17 @@ async def measure(
         report.latency = await measure_sync_latency(found, workdir)
         save(report)
     for members in sizes:
-        bulk = None if options.pipeline_only else await measure_bulk(found, members)
+        bulk, history = (None, None) if options.pipeline_only else await measure_bulk(found, members)
         sequential = (
             await measure_sequential(found, members)
             if members <= options.sequential_max and not options.pipeline_only
             else None
         )
+        if options.profile is not None:
+            options.profile.mkdir(parents=True, exist_ok=True)
         flame = None if options.profile is None else options.profile / f"propagator-{members}.txt"
         pipeline = await measure_pipeline(found, members, workdir, profile=flame)
-        report.rows.append(Row(members, pipeline, bulk, sequential))
+        report.rows.append(Row(members, pipeline, bulk, sequential, history))
         save(report)
         if members == options.two_processes:
             report.two_processes = await measure_pipeline(found, members, workdir, processes=2)
