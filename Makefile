@@ -43,6 +43,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/search.py --output docs/benchmarks.md
+	$(BIN)/python benchmarks/store_costs.py --output docs/benchmarks.md
 
 load: $(STAMP)
 	$(BIN)/python benchmarks/load.py --output docs/benchmarks.md

@@ -40,6 +40,7 @@ from typing import IO, Any
 
 import httpx
 from procfs import cpu_snapshot, engine_pids
+from report import replace_block
 from run import PropagatorProcess, isolated_db, isolated_settings, say, seed
 
 from setaccounts.settings import Settings
@@ -518,13 +519,7 @@ machine and on what else runs on it.
 
 def write_section(path: Path, text: str) -> None:
     """Replace the load block in `path`, or append the section; the rest of the file is kept."""
-    current = path.read_text() if path.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        path.write_text(head + text + tail)
-    else:
-        path.write_text(current.rstrip("\n") + "\n" + SECTION + text + "\n")
+    replace_block(path, BEGIN, END, text, SECTION)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -299,13 +299,22 @@ side by side, on the same engines, within the same minutes.
 """
 
 
-def write_report(path: Path, block: str) -> None:
-    """Replace the generated block in `path`, keeping any hand-written text around it."""
+def replace_block(path: Path, begin: str, end: str, block: str, heading: str) -> None:
+    """Put `block` (which starts with `begin` and ends with `end`) where the previous one was in `path`,
+    keeping the hand-written text around it; without one, append `heading` (a section's title and text)
+    and the block."""
     text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = TEMPLATE.format(block=block)
+        text = text.rstrip("\n") + "\n\n" + heading.strip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def write_report(path: Path, block: str) -> None:
+    """Replace the pipeline's generated block in `path` (a new file gets the whole page's text)."""
+    if path.exists() and BEGIN in path.read_text():
+        replace_block(path, BEGIN, END, block, "## Results")
+    else:
+        path.write_text(TEMPLATE.format(block=block))

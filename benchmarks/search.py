@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
-from report import machine_facts, markdown_table
+from report import machine_facts, markdown_table, replace_block
 from run import REPO, say, seed
 
 from setaccounts.mongo import ensure_indexes
@@ -216,13 +216,7 @@ def block(found: Engines, stored: int, results: list[Measured], seconds: float) 
 
 
 def write_block(path: Path, text: str) -> None:
-    current = path.read_text() if path.exists() else ""
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + text + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n## Search latency\n\n" + text + "\n"
-    path.write_text(current)
+    replace_block(path, BEGIN, END, text, "## Search latency")
 
 
 async def main(patients: int, members: int, fast: int, slow: int, output: Path | None) -> None:
