@@ -1,7 +1,8 @@
 """What each kind of store operation a propagation makes costs the store, in server CPU per document,
 measured side by side on one collection: the `$in` reads by `_id` at several chunk sizes (the applier's
-read), the planner's member cursor, the history copy, and the guarded bulk update with and without the
-journaled write concern the services use.
+read), the planner's member cursor, the history copy, and the guarded bulk update: one statement per
+document (the raw bulk baseline of `make bench`) or per group of alike documents (the pipeline's), journaled
+as the services write, and once with the default write concern.
 
 `python benchmarks/store_costs.py [--members 5000] [--output docs/benchmarks.md]` (the third step of
 `make bench`): on the engines `setaccounts_dev.engines` picks (an
@@ -23,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from procfs import cpu_snapshot, engine_pids
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import AsyncMongoClient, UpdateMany, UpdateOne
 from report import machine_facts, markdown_table, replace_block
 from run import isolated_db, isolated_settings, raw_set, say, seed
 
 from setaccounts.store.history import HistoryStore
+from setaccounts.store.propagation import WRITE_CHUNK
 from setaccounts.store.resources import ResourceStore
 from setaccounts_dev.engines import Engines, engines
 
@@ -78,19 +80,29 @@ async def measure(found: Engines, members: int, repeat: int) -> list[tuple[str, 
             )
         )
         update = {"$set": raw_set(datetime.now(UTC))}
-        half = members // 2
-        journaled = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs[:half]]
+        third = members // 3
+        one_each = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs[:third]]
         rows.append((
-            "guarded bulk update, journaled (the services' client)",
-            *await cost(half, lambda: db.resources.bulk_write(journaled, ordered=False)),
+            "guarded bulk update, one statement per document, journaled (the services' client)",
+            *await cost(third, lambda: db.resources.bulk_write(one_each, ordered=False)),
+        ))  # fmt: skip
+        grouped_refs = refs[third : 2 * third]
+        grouped = [
+            UpdateMany({"_id": {"$in": grouped_refs[i : i + WRITE_CHUNK]}, "version": 1}, update)
+            for i in range(0, len(grouped_refs), WRITE_CHUNK)
+        ]
+        rows.append((
+            f"guarded bulk update, one statement per {WRITE_CHUNK} alike documents, journaled (pipeline)",
+            *await cost(len(grouped_refs), lambda: db.resources.bulk_write(grouped, ordered=False)),
         ))  # fmt: skip
         plain: AsyncMongoClient[Any] = AsyncMongoClient(settings.mongodb_uri)
         try:
-            unjournaled = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs[half:]]
+            rest = refs[2 * third :]
+            unjournaled = [UpdateOne({"_id": ref, "version": 1}, update) for ref in rest]
             collection = plain[settings.mongodb_database].resources
             rows.append((
-                "guarded bulk update, default write concern",
-                *await cost(members - half, lambda: collection.bulk_write(unjournaled, ordered=False)),
+                "guarded bulk update, one statement per document, default write concern",
+                *await cost(len(rest), lambda: collection.bulk_write(unjournaled, ordered=False)),
             ))  # fmt: skip
         finally:
             await plain.close()

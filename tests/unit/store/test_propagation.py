@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from setaccounts.store.meta import prepare_write
-from setaccounts.store.propagation import apply_accounts, member_accounts
+from setaccounts.store.meta import accounts_of, prepare_write
+from setaccounts.store.propagation import (
+    WRITE_CHUNK,
+    apply_accounts,
+    changed_fields,
+    grouped_writes,
+    member_accounts,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -83,3 +89,45 @@ def test_marks_of_other_targets_are_kept() -> None:
         one.document, ["Organization/a"], target="Patient/p2", seq=1, command_id="c9", now=NOW
     )
     assert {m["target"] for m in two.document["marks"]} == {"Patient/p1", "Patient/p2"}
+
+
+def observation(oid: str, accounts: list[str] | None = None, version: int = 1) -> dict:  # type: ignore[type-arg]
+    resource = {"resourceType": "Observation", "id": oid, "status": "final", "code": {"text": "x"}}
+    resource["subject"] = {"reference": "Patient/p1"}
+    if accounts:
+        resource["meta"] = {"accounts": [{"reference": a} for a in accounts]}
+    return {**prepare_write(resource, None, NOW).document, "version": version}
+
+
+def test_grouped_writes_give_each_resource_exactly_its_own_guarded_change() -> None:
+    """Members that end up alike share statements (of at most WRITE_CHUNK ids); any difference, in the
+    version read or in what is written, keeps them apart; every member is written once, guarded by the
+    version it was read at, with the fields applying gave it."""
+    befores = [observation(f"same{i:03d}") for i in range(WRITE_CHUNK + 3)]
+    befores += [observation("own", ["Organization/own"]), observation("later", version=4)]
+    befores += [observation("other")]
+    # already holding the account: only the mark is written, the same fields at different versions
+    befores += [
+        observation("has-a", ["Organization/a"]),
+        observation("has-a-too", ["Organization/a"], version=3),
+    ]
+    writes = []
+    for before in befores:
+        command = "c2" if before["_id"] == "Observation/other" else "c1"
+        accounts = [*accounts_of(before["resource"]), "Organization/a"]
+        applied = apply_accounts(before, accounts, target="Patient/p1", seq=1, command_id=command, now=NOW)
+        writes.append((before, applied))
+
+    grouped = grouped_writes(writes)
+
+    assert all(len(w.ids) <= WRITE_CHUNK for w in grouped)
+    assert len(grouped) == 2 + 5  # the alike members in two statements, then one each for the others
+    written = {ref: w for w in grouped for ref in w.ids}
+    assert (
+        sorted(ref for w in grouped for ref in w.ids) == sorted(written) == sorted(b["_id"] for b in befores)
+    )
+    for before, applied in writes:
+        statement = written[before["_id"]]
+        assert statement.version == before["version"]
+        assert statement.fields == changed_fields(applied)
+        assert statement.op()._filter == {"_id": {"$in": statement.ids}, "version": before["version"]}
