@@ -85,6 +85,8 @@ class ConsumerLoop:
         a fetch with an out-of-range error and the client resets to the earliest offset; Tansu answers with
         no records, so the consumer would wait there for ever: rewind as that reset would."""
         for tp in self.consumer.assignment():
+            if tp not in self.consumer.assignment():
+                continue  # revoked by a rebalance while an earlier partition's position was awaited
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 continue
