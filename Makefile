@@ -6,6 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` workers (pytest-xdist), each with its own engines; the fault tests mostly wait, so two workers
+# overlap their waits even on two cores. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test unit integration lint bench load contracts audit clean
 
@@ -21,12 +24,12 @@ run: $(STAMP)
 # The whole suite on the engines setaccounts_dev.engines picks (embedded: Apache Kafka when java and mvn are
 # there, else Tansu), then the smoke tests on Tansu unless that was the suite's broker already.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 	@if $(BIN)/python -c 'from setaccounts_dev.engines import tansu_smoke_pass as p; raise SystemExit(not p())'; \
 	then \
 	  echo "== smoke tests on Tansu (the embedded broker without Java) =="; \
 	  SETACCOUNTS_ENGINES=embedded SETACCOUNTS_EMBEDDED_KAFKA=tansu \
-	    $(BIN)/python -m pytest -m smoke $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
+	    $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m smoke $(PYTEST_ARGS) || [ $$? -eq 5 ]; \
 	fi
 
 unit: $(STAMP)

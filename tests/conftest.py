@@ -25,6 +25,12 @@ from tests.helpers.resources import Seed, store_resources
 ClientAs = Callable[[str | None], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `slow` first (in their own order): with several workers (`make test`), the long
+    waits of the fault tests start early and overlap, instead of one of them ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def servers() -> Iterator[Engines]:
     with engines() as found:

@@ -95,6 +95,8 @@ class ConsumerLoop:
             return
         self._rewind_checked = now
         for tp in self.consumer.assignment():
+            if tp not in self.consumer.assignment():
+                continue  # revoked by a rebalance while an earlier partition's position was awaited
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 continue

@@ -11,6 +11,13 @@ from setaccounts.settings import Settings
 from tests.helpers.operation_client import SetAccounts
 
 
+@pytest.fixture(autouse=True)
+def piped_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's output as when piped, as the tests read it: wide (pytest-xdist workers set COLUMNS=80,
+    which the CLI would take for a narrow terminal and fold the references it prints)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
 @pytest.fixture
 def set_accounts(api: httpx.AsyncClient) -> SetAccounts:
     return SetAccounts(api)
