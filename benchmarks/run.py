@@ -54,6 +54,7 @@ from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.store.history import HistoryStore
 from setaccounts.store.meta import Document, prepare_write, with_accounts
+from setaccounts.store.resources import ResourceStore
 from setaccounts.topics import create_topics
 from setaccounts_dev.commands import propagator_command
 from setaccounts_dev.engines import Engines, engines
@@ -416,7 +417,7 @@ async def measure_bulk(found: Engines, members: int) -> tuple[float, float]:
     async with isolated_db(settings) as db:
         await seed(db, "warmup", WARMUP_MEMBERS)  # the same collection the pipeline starts from
         refs = await seed(db, "raw", members)
-        superseded = [doc async for doc in db.resources.find({"_id": {"$in": refs}})]  # not timed
+        superseded = list((await ResourceStore(db).get_many(refs)).values())  # not timed
         update = {"$set": raw_set(datetime.now(UTC))}
         ops = [UpdateOne({"_id": ref, "version": 1}, update) for ref in refs]
         started = time.perf_counter()
