@@ -122,8 +122,8 @@ async def measure(
 
     async def compartment_next(run: int) -> httpx.Response:
         first = await api.get("", params={"_compartment": middle, "_count": "100"})
-        nxt = next(link["url"] for link in first.json()["link"] if link["relation"] == "next")
-        return await api.get(nxt)
+        nxt = next((link["url"] for link in first.json()["link"] if link["relation"] == "next"), None)
+        return first if nxt is None else await api.get(nxt)  # a compartment of one page has no next
 
     plan: list[tuple[str, float | None, int, Callable[[int], Awaitable[httpx.Response]]]] = [
         ("`/metadata` (baseline: HTTP and the API, no store)", None, fast, metadata),
@@ -170,8 +170,10 @@ async def drop(uri: str, database: str) -> None:
 
 def start_api(found: Engines, database: str, keys: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SETACCOUNTS_")}
-    env |= found.as_env() | dev_auth_env(keys)
-    env |= {"SETACCOUNTS_MONGODB_DATABASE": database, "SETACCOUNTS_LOG_LEVEL": "WARNING"}
+    env |= found.as_env() | found.topic_env() | dev_auth_env(keys)
+    # Its own topics (the API creates them at start; readiness waits for them), its own database.
+    env |= {"SETACCOUNTS_TOPIC_PREFIX": f"{database}.", "SETACCOUNTS_MONGODB_DATABASE": database}
+    env |= {"SETACCOUNTS_LOG_LEVEL": "WARNING"}
     with log.open("wb") as out:
         return subprocess.Popen(
             api_command("127.0.0.1", port),

@@ -144,9 +144,8 @@ def main() -> None:
         say(f"engines ({found.kind}): {found.description}")
         say(f"kafka {found.kafka_bootstrap_servers}, mongodb {found.mongodb_uri}")
         os.environ.update(found.as_env())
-        if found.kind != "environment":  # the development engines are a single broker each
-            os.environ.setdefault("SETACCOUNTS_REPLICATION_FACTOR", "1")
-            os.environ.setdefault("SETACCOUNTS_MIN_INSYNC_REPLICAS", "1")
+        for name, value in found.topic_env().items():
+            os.environ.setdefault(name, value)
         env = dict(os.environ)
         if not any(name.startswith("SETACCOUNTS_AUTH_") for name in os.environ):
             env.update(dev_auth_env(workdir))  # trust this checkout's key: `setaccounts token` signs with it

@@ -107,6 +107,13 @@ class Engines:
             **self.kafka_security.as_env(),
         }
 
+    def topic_env(self) -> dict[str, str]:
+        """Topic settings these servers need: the development engines (embedded, Docker) are one broker
+        each, so topics get one replica; servers from the environment keep the services' defaults."""
+        if self.kind == "environment":
+            return {}
+        return {"SETACCOUNTS_REPLICATION_FACTOR": "1", "SETACCOUNTS_MIN_INSYNC_REPLICAS": "1"}
+
     def settings(self) -> dict[str, Any]:
         """The servers and how to reach them, as keyword arguments of `Settings`."""
         return {
