@@ -504,6 +504,7 @@ def _read_properties(path: Path) -> dict[str, str]:
 
 
 def _kafka_cluster_id() -> str:
+    """A random cluster id in Kafka's form (URL-safe base64 of 16 bytes; one in 64 starts with "-")."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
@@ -591,8 +592,7 @@ def _format_kafka_storage(
         data_dir,
         "kafka.tools.StorageTool",
         "format",
-        "--cluster-id",
-        _kafka_cluster_id(),
+        f"--cluster-id={_kafka_cluster_id()}",  # one token: an id may start with "-", which is not a value
         "--config",
         str(config),
         *credentials,

@@ -11,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from setaccounts.kafka import Security, security
 from setaccounts.settings import Settings
+from setaccounts_dev import engines as engines_module
 from setaccounts_dev.engines import (
     EMBEDDED_KAFKA_VAR,
     EngineError,
@@ -150,3 +151,17 @@ async def _read(bootstrap: str, secured: Security, tp: TopicPartition) -> tuple[
         return committed, seen
     finally:
         await consumer.stop()
+
+
+@needs_apache
+def test_a_cluster_id_that_starts_with_a_dash_still_formats_the_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One random cluster id in 64 starts with "-"; `make run` must not fail to start on it."""
+    monkeypatch.setattr(engines_module, "_kafka_cluster_id", lambda: "-" + "A" * 21)
+    proc, _, _ = start_apache_kafka(tmp_path / "kafka")
+    try:
+        meta = (tmp_path / "kafka" / "kafka-logs" / "meta.properties").read_text()
+        assert "cluster.id=-AAAAAAAAAAAAAAAAAAAAA" in meta
+    finally:
+        proc.stop()
