@@ -85,9 +85,6 @@ class Settings(BaseSettings):
     )
     plan_page_size: int = Field(1000, ge=1, description="Members read per planner page (and checkpoint).")
     apply_batch_size: int = Field(1000, ge=1, description="Most updates applied in one bulk write.")
-    apply_lanes: int = Field(
-        4, ge=1, le=64, description="Parts of a consumed batch of updates applied concurrently, by member."
-    )
     kafka_session_timeout_ms: int = Field(
         10_000,
         ge=1000,

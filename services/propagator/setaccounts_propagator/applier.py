@@ -8,8 +8,6 @@ never overwritten (the member is read again and recomputed).
 
 from __future__ import annotations
 
-import asyncio
-import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -18,12 +16,6 @@ from setaccounts.kafka import publish_many
 from setaccounts.metrics import MEMBER_UPDATES
 from setaccounts.store.propagation import Application
 from setaccounts_propagator.role import Item, RoleHandler
-
-
-def _application(update: MemberUpdate) -> Application:
-    return Application(
-        update.member, update.target, update.target_seq, update.command_id, update.add, update.remove
-    )
 
 
 class Applier(RoleHandler):
@@ -35,35 +27,18 @@ class Applier(RoleHandler):
         await self._report(items, [(p, u, o) for (p, u), o in zip(updates, outcomes, strict=True)])
 
     async def apply(self, updates: Sequence[MemberUpdate]) -> list[Outcome]:
-        """Apply updates in order, skipping cancelled commands; returns one outcome per update.
-
-        The batch is split into `apply_lanes` lanes by member, applied concurrently: while one lane's
-        documents are decoded and recomputed here, another's reads and writes keep the store busy. Every
-        update of a member is in the same lane, in batch order, so they still fold into one write. If a lane
-        fails, the others are cancelled and the first failure is raised as it is (the consume loop tells an
-        outage from a bad input by it); a retry redoes the whole batch, which the marks make harmless.
-        """
+        """Apply updates in order, skipping cancelled commands; returns one outcome per update."""
         cancelled = await self.jobs.cancelled_among(sorted({u.command_id for u in updates}))
+        pending = [i for i, u in enumerate(updates) if u.command_id not in cancelled]
         outcomes: list[Outcome] = [Outcome.CANCELLED] * len(updates)
-        lanes: list[list[int]] = [[] for _ in range(self.settings.apply_lanes)]
-        for i, u in enumerate(updates):
-            if u.command_id not in cancelled:
-                lanes[zlib.crc32(u.member.encode()) % len(lanes)].append(i)
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    (
-                        lane,
-                        group.create_task(self.propagation.apply([_application(updates[i]) for i in lane])),
-                    )
-                    for lane in lanes
-                    if lane
-                ]
-        except ExceptionGroup as failed:  # the other lanes were cancelled: the batch is retried whole
-            raise failed.exceptions[0] from None
-        for lane, task in tasks:
-            for i, outcome in zip(lane, task.result(), strict=True):
-                outcomes[i] = outcome
+        applied = await self.propagation.apply(
+            [
+                Application(u.member, u.target, u.target_seq, u.command_id, u.add, u.remove)
+                for u in (updates[i] for i in pending)
+            ]
+        )
+        for i, outcome in zip(pending, applied, strict=True):
+            outcomes[i] = outcome
         return outcomes
 
     async def _report(self, items: Sequence[Item], applied: list[tuple[int, MemberUpdate, Outcome]]) -> None:
