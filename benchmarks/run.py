@@ -488,6 +488,8 @@ async def measure(
 
         report.latency = await measure_sync_latency(found, workdir)
         save(report)
+    if options.profile is not None:
+        options.profile.mkdir(parents=True, exist_ok=True)
     for members in sizes:
         bulk, history = (None, None) if options.pipeline_only else await measure_bulk(found, members)
         sequential = (
@@ -495,8 +497,6 @@ async def measure(
             if members <= options.sequential_max and not options.pipeline_only
             else None
         )
-        if options.profile is not None:
-            options.profile.mkdir(parents=True, exist_ok=True)
         flame = None if options.profile is None else options.profile / f"propagator-{members}.txt"
         pipeline = await measure_pipeline(found, members, workdir, profile=flame)
         report.rows.append(Row(members, pipeline, bulk, sequential, history))
