@@ -20,6 +20,7 @@ from setaccounts.settings import Settings
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
+from setaccounts_api.rest.windows import WindowHints
 from setaccounts_api.routes import bundle, crud, health, history, jobs, metadata, operation, search, smart
 from setaccounts_api.routes.docs import install_docs
 from setaccounts_api.security import RateLimiter, SecurityHeaders, authenticate
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.window_hints = WindowHints()  # where searches found their ids (`rest.windows`)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()]
     if not settings.base_url and "*" not in hosts:  # public URLs come from the Host header: vet it

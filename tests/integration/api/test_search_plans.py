@@ -11,16 +11,21 @@ many).
 
 from __future__ import annotations
 
+import random
+import uuid
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.auth.principal import ClaimNames, principal_of
 from setaccounts.mongo import RETIRED, ensure_indexes
+from setaccounts.settings import Settings
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.rest.access import Access
 from setaccounts_api.rest.queries import PUBLIC, SEARCH_INDEXES, scans, search_page
+from setaccounts_api.rest.windows import WindowHints
 from setaccounts_api.routes.search import confine, parse_params
 from setaccounts_dev.devkeys import claims_for
 from tests.helpers.resources import Seed, patient_with_members
@@ -133,3 +138,57 @@ async def test_indexes_retired_by_the_search_indexes_are_dropped_from_an_existin
     assert not names & set(RETIRED), names
     assert set(SEARCH_INDEXES) | {"_id_", "members_of"} <= names
     assert await db.resources.count_documents({}) == 1
+
+
+class Finds(monitoring.CommandListener):
+    """The `find` commands a client sends."""
+
+    def __init__(self) -> None:
+        self.filters: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.filters.append(dict(event.command["filter"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_page_of_a_large_type_examines_about_a_page(db: Db, settings: Settings, seed: Seed) -> None:
+    """Pages of 20 out of 2,000 Observations with server-style (UUID) ids: once the first page has shown
+    where the ids lie, each later page's queries examine a few pages' worth of documents, not the
+    thousands an `_id` range left open above would (SecantusDB reads a whole range before it limits)."""
+    await ensure_indexes(db)
+    rng = random.Random(11)
+    await seed(
+        *(
+            {"resourceType": "Observation", "id": str(uuid.UUID(int=rng.getrandbits(128))), "status": "final"}
+            for _ in range(2_000)
+        )
+    )
+    finds = Finds()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, event_listeners=[finds])
+    try:
+        store, hints = ResourceStore(client[settings.mongodb_database]), WindowHints()
+        query = confine(parse_params([], "Observation", strict=True), ADMIN)
+        page = await search_page(store, query, None, COUNT, hints)
+        examined = []
+        for _ in range(10):
+            finds.filters.clear()
+            after = page.documents[-1]["_id"]
+            page = await search_page(store, query, after, COUNT, hints)
+            assert page.documents[0]["_id"] > after and len(page.documents) == COUNT
+            examined.append(0)
+            for where in finds.filters:
+                explained = await db.command(
+                    "explain",
+                    {"find": "resources", "filter": where, "sort": {"_id": 1}, "limit": COUNT + 1},
+                    verbosity="executionStats",
+                )
+                examined[-1] += explained["executionStats"]["totalDocsExamined"]
+    finally:
+        await client.close()
+    assert sum(examined) / len(examined) < 4 * COUNT and max(examined) < 400, examined

@@ -24,6 +24,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from setaccounts.fhir.references import RESOURCE_TYPES
 from setaccounts.store.meta import Document
 from setaccounts.store.resources import ResourceStore
+from setaccounts_api.rest.windows import Window, WindowHints, read_windows
 
 PUBLIC = {"resource": 1, "version": 1, "deleted": 1, "type": 1, "compartments": 1}
 ALL_TYPES = tuple(sorted(RESOURCE_TYPES))
@@ -87,20 +88,37 @@ class SearchQuery:
 
 @dataclass(frozen=True)
 class Scan:
-    """One index-exact query (`where`) whose matches come in `_id` order; `floor` bounds its `_id`s from
-    below, so a scan can be skipped once the page is full with smaller ones."""
+    """One index-exact query whose matches come in `_id` order: the equalities `equals` (or an `_id`
+    `$in`), `_id`s above `after` and below `below`. `floor` bounds its `_id`s from below, so a scan can be
+    skipped once the page is full with smaller ones."""
 
-    where: dict[str, Any]
+    equals: dict[str, Any]
+    after: str | None = None
+    below: str | None = None
     floor: str = ""
 
+    @property
+    def where(self) -> dict[str, Any]:
+        """The whole scan as one filter."""
+        return _bounded(self.equals, self.after, False, self.below)
 
-def _after(where: dict[str, Any], after: str | None, below: str | None = None) -> dict[str, Any]:
+    def window(self, window: Window) -> dict[str, Any]:
+        """The part of the scan in one `_id` window."""
+        return _bounded(self.equals, window.low, window.inclusive, window.high)
+
+    @property
+    def shape(self) -> str:
+        """What the scan reads, whatever the page: the key its window hints are kept under."""
+        return repr(sorted(self.equals.items()))
+
+
+def _bounded(equals: dict[str, Any], low: str | None, inclusive: bool, high: str | None) -> dict[str, Any]:
     bounds: dict[str, str] = {}
-    if after is not None:
-        bounds["$gt"] = after
-    if below is not None:
-        bounds["$lt"] = below
-    return {**where, "_id": bounds} if bounds else where
+    if low is not None:
+        bounds["$gte" if inclusive else "$gt"] = low
+    if high is not None:
+        bounds["$lt"] = high
+    return {**equals, "_id": bounds} if bounds else equals
 
 
 def scans(query: SearchQuery, after: str | None) -> list[Scan]:
@@ -115,7 +133,7 @@ def scans(query: SearchQuery, after: str | None) -> list[Scan]:
         low, high = type_range(query.types[0]) if len(query.types) == 1 else (None, None)
         start = max(after, low) if after is not None and low is not None else (after or low)
         return [
-            Scan(_after({"compartments": value, "deleted": False}, start, high), low or "")
+            Scan({"compartments": value, "deleted": False}, start, high, low or "")
             for value in sorted(set(query.compartments[0]))
         ]
     if query.types:
@@ -125,9 +143,9 @@ def scans(query: SearchQuery, after: str | None) -> list[Scan]:
             if after is not None and after >= high:
                 continue
             start = after if after is not None and after > low else None
-            found.append(Scan(_after({"type": resource_type, "deleted": False}, start), low))
+            found.append(Scan({"type": resource_type, "deleted": False}, start, high, low))
         return found
-    return [Scan(_after({"deleted": False}, after))]
+    return [Scan({"deleted": False}, after)]
 
 
 @dataclass(frozen=True)
@@ -137,23 +155,25 @@ class Page:
 
 
 async def _read_scan(
-    store: ResourceStore, query: SearchQuery, scan: Scan, want: int, session: AsyncClientSession | None
+    store: ResourceStore,
+    query: SearchQuery,
+    scan: Scan,
+    want: int,
+    hints: WindowHints,
+    session: AsyncClientSession | None,
 ) -> list[Document]:
-    """Up to `want` documents of one scan that `query` admits, reading batches of `want` by keyset."""
-    where = scan.where
-    if "$in" in where.get("_id", {}):  # primary keys: as many as the caller named, read at once
-        rows = await store.collection.find(where, PUBLIC, session=session).sort("_id", ASCENDING).to_list()
+    """Up to `want` documents of one scan that `query` admits, read window by window (`rest.windows`)."""
+    if "_id" in scan.equals:  # primary keys: as many as the caller named, read at once
+        cursor = store.collection.find(scan.equals, PUBLIC, session=session)
+        rows = await cursor.sort("_id", ASCENDING).to_list()
         return [doc for doc in rows if query.admits(doc)][:want]
-    found: list[Document] = []
-    while len(found) < want:
-        cursor = store.collection.find(where, PUBLIC, session=session)
-        batch = await cursor.sort("_id", ASCENDING).limit(want).to_list()
-        found += [doc for doc in batch if query.admits(doc)]
-        if len(batch) < want:
-            break
-        bounds = {**where.get("_id", {}), "$gt": batch[-1]["_id"]}
-        where = {**where, "_id": bounds}
-    return found[:want]
+
+    async def read(window: Window, limit: int) -> list[Document]:
+        cursor = store.collection.find(scan.window(window), PUBLIC, session=session)
+        return await cursor.sort("_id", ASCENDING).limit(limit).to_list()
+
+    start = scan.floor if scan.after is None else scan.after
+    return await read_windows(read, query.admits, start, scan.below, want, hints, scan.shape, scan.floor)
 
 
 async def search_page(
@@ -161,15 +181,18 @@ async def search_page(
     query: SearchQuery,
     after: str | None,
     count: int,
+    hints: WindowHints | None = None,
     session: AsyncClientSession | None = None,
 ) -> Page:
-    """The first `count` matches with an `_id` above `after` (keyset paging), and whether more follow."""
+    """The first `count` matches with an `_id` above `after` (keyset paging), and whether more follow.
+    `hints`: what earlier searches learned about where the ids lie (`rest.windows`)."""
     want = count + 1
+    hints = WindowHints() if hints is None else hints
     found: dict[str, Document] = {}
     for scan in scans(query, after):
         if len(found) >= want and sorted(found)[count] < scan.floor:
             break  # every later scan's ids are larger than a full page's
-        for doc in await _read_scan(store, query, scan, want, session):
+        for doc in await _read_scan(store, query, scan, want, hints, session):
             found[doc["_id"]] = doc
     ordered = [found[key] for key in sorted(found)]
     return Page(ordered[:count], len(ordered) > count)

@@ -30,8 +30,8 @@ def test_types_are_read_one_after_another_from_the_cursor() -> None:
     wheres = [scan.where for scan in scans(query, "Observation/x")]
 
     assert wheres == [
-        {"type": "Observation", "deleted": False, "_id": {"$gt": "Observation/x"}},
-        {"type": "Patient", "deleted": False},
+        {"type": "Observation", "deleted": False, "_id": {"$gt": "Observation/x", "$lt": "Observation0"}},
+        {"type": "Patient", "deleted": False, "_id": {"$lt": "Patient0"}},
     ]
 
 
