@@ -8,7 +8,7 @@ never overwritten (the member is read again and recomputed).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from setaccounts.events import BatchApplied, EndOfCommand, Event, MemberUpdate, Outcome, PartitionDone
@@ -22,8 +22,8 @@ class Applier(RoleHandler):
     async def __call__(self, items: Sequence[Item]) -> None:
         updates = [(i.record.partition, i.event) for i in items if isinstance(i.event, MemberUpdate)]
         outcomes = await self.apply([u for _, u in updates]) if updates else []
-        for outcome in outcomes:
-            MEMBER_UPDATES.labels(outcome.value).inc()
+        for outcome, count in Counter(outcomes).items():  # one increment per kind (~3 µs each)
+            MEMBER_UPDATES.labels(outcome.value).inc(count)
         await self._report(items, [(p, u, o) for (p, u), o in zip(updates, outcomes, strict=True)])
 
     async def apply(self, updates: Sequence[MemberUpdate]) -> list[Outcome]:

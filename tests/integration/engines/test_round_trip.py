@@ -8,7 +8,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.kafka import make_consumer, make_producer
+from setaccounts.events.wire import Encoded
+from setaccounts.kafka import make_consumer, make_producer, partitions_of, security, send_encoded
 from setaccounts.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
@@ -43,6 +44,42 @@ async def test_produce_then_consume_with_committed_offsets(settings: Settings) -
         assert sum(len(v) for v in batches.values()) == 0
     finally:
         await again.stop()
+
+
+async def test_records_sent_in_batches_arrive_whole_and_in_order_per_partition(settings: Settings) -> None:
+    """A fan-out's records name their partitions and go in batches built per partition: several batches
+    for a partition (2 KB values, over the 256 KiB batch), and one record larger than a batch in the
+    middle, all arrive with their keys and headers, in the order sent, each once."""
+    topic = settings.topics.updates
+    partitions = len(await partitions_of(settings.kafka_bootstrap_servers, topic, secured=security(settings)))
+    value = b"x" * 2_000
+    records = [
+        Encoded(f"k{i}".encode(), f"{i:06d}".encode() + value, [("n", str(i).encode())], i % partitions)
+        for i in range(200 * partitions)
+    ]
+    records.insert(7 * partitions, Encoded(b"big", b"B" * 300_000, [("n", b"big")], 0))
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await send_encoded(producer, topic, records)
+    finally:
+        await producer.stop()
+
+    consumer = make_consumer(settings, "batched", topic)
+    await consumer.start()
+    try:
+        got: dict[int, list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
+        for _ in range(100):
+            batches: dict[TopicPartition, list[Any]] = await consumer.getmany(timeout_ms=500)
+            for tp, rows in batches.items():
+                got.setdefault(tp.partition, []).extend((r.key, r.value, list(r.headers)) for r in rows)
+            if sum(map(len, got.values())) >= len(records):
+                break
+    finally:
+        await consumer.stop()
+    for partition in range(partitions):
+        sent = [(r.key, r.value, r.headers) for r in records if r.partition == partition]
+        assert got.get(partition) == sent, f"partition {partition}"
 
 
 async def _drain(consumer: AIOKafkaConsumer, count: int) -> list[str]:
