@@ -12,18 +12,21 @@ base-65 number. The order of strings over that alphabet is kept (beyond `DIGITS`
 Correctness never depends on the arithmetic: windows are contiguous, each bound is a string above the one
 before, and the last window is open; the arithmetic only decides how many documents each window holds.
 
-Where the ids lie is not known in advance (server-assigned ids are spread evenly, loaded ones often share
-long prefixes), so an empty window is followed by one `GROW` times wider, a window that held some by one
-sized for what is missing, and what a scan learned (`Hint`: where its matches begin, and a width that held
-a page) sizes the first window of the next page or the next search of the same shape (`WindowHints`, one
-per API process).
+Where the ids lie is not known in advance (server-assigned ids are spread evenly, loaded ones come in runs
+that share long prefixes, `p0042-obs-000000` to `p0042-obs-000998`), so windows are sized from what the
+ids showed: a window that held some is followed by one sized for what is missing at the pace the ids kept;
+an empty one by a window reaching a page past where the next run would begin if it parts from the last id
+one position further up (`raised`: after `p0042-obs-000998`, `p0042-obs-001000`, then ..., then
+`p0043-obs-000000`), or, knowing nothing, `GROW` times wider. What a scan learned (`Hint`: where its
+matches begin, the width a page takes, the characters seen at each position) starts the next page and the
+next search of the same shape (`WindowHints`, one per API process).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,10 +80,44 @@ def bound_after(low: str, width: int) -> str | None:
     return bound if bound > low else None
 
 
+CLASSES = ("0123456789", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _widened(seen: str) -> str:
+    """The characters a position may hold, sorted: those seen, and every digit or letter of a case where
+    one was seen (a counter seen at `0` may be at `1` next)."""
+    wide = set(seen)
+    for members in CLASSES:
+        if not wide.isdisjoint(members):
+            wide.update(members)
+    return "".join(sorted(wide))
+
+
+def raised(key: str, index: int, seen: Sequence[str]) -> str | None:
+    """`key` with the character at `index` raised to the next one its position may hold and every later
+    position at the lowest seen there: where the next run of ids would begin if it parts from `key` first
+    at `index` (`p0049-obs-000998` raised at the `4`: `p0050-obs-000000`). `seen`: per position, the
+    characters seen there, sorted; a position may hold those, and every digit or letter of a case seen
+    there. None when the position can hold nothing higher (or nothing is known of it)."""
+    if index >= len(seen) or index >= len(key):
+        return None
+    wide = _widened(seen[index])
+    higher = bisect_right(wide, key[index])
+    if higher == len(wide):
+        return None
+    tail = []
+    for later in seen[index + 1 : len(key)]:
+        if not later:
+            break
+        tail.append(later[0])
+    return key[:index] + wide[higher] + "".join(tail)
+
+
 @dataclass(frozen=True)
 class Hint:
     first: str | None  # the smallest `_id` the scan found above its floor
     width: int  # a window width that held about a page
+    chars: tuple[str, ...] = ()  # position i: the characters seen there in the scan's ids, sorted
 
 
 class WindowHints:
@@ -120,7 +157,10 @@ class Windows:
         self._first: str | None = None
         self._from_floor = from_floor
         self._known = hint
-        self._page_start: str | None = None
+        self._chars = [set(seen) for seen in hint.chars] if hint is not None else []
+        self._next_high: str | None = None
+        self._last_id, self._level = start, len(start)  # the last id seen, the position raised last
+        self._paced: int | None = None
         if hint is None:
             self._width = BASE ** max(0, DIGITS - len(start) - FIRST_DEPTH)
         else:
@@ -128,10 +168,14 @@ class Windows:
             if from_floor and hint.first is not None and hint.first > start:
                 # The first window reaches past where the matches began last time.
                 self._width = max(1, position(hint.first) - position(start) + hint.width)
+        self._page_width = self._width if hint is None else max(1, hint.width)
 
     def next(self) -> Window:
         self._reads += 1
         high = None if self._reads >= MAX_WINDOWS else bound_after(self._low, self._width)
+        if self._next_high is not None and high is not None:
+            high = self._next_high  # a page past where the next run of ids probably begins
+        self._next_high = None
         if high is not None and self._ceiling is not None and high >= self._ceiling:
             high = None
         if high is None:
@@ -150,9 +194,12 @@ class Windows:
         if ids:
             if self._first is None:
                 self._first = ids[0]
-            if self._page_start is None:
-                self._page_start = ids[0]
             self._found += len(ids)
+            self._learn(ids)
+            if len(ids) > 1:  # the width a page takes at the density of these ids (a gap between runs aside)
+                span = position(ids[-1]) - position(ids[0])
+                paced = max(1, span * (self._want - 1) // (len(ids) - 1))
+                self._paced = paced if self._paced is None else min(self._paced, paced)
         if full:
             # A page's worth in this window: read on after the last, at the width a page took.
             self._low, self._inclusive = ids[-1], False
@@ -161,22 +208,46 @@ class Windows:
         assert self._window.high is not None, "the last window was read"
         self._low, self._inclusive = self._window.high, True
         if not ids:
+            # Nothing here: the next window reaches a page past where the next run of ids would begin if
+            # it parts from the last id one position further up (`raised`); knowing none, just wider.
             self._width *= GROW
+            self._next_high = self._next_run()
         else:
-            # Sized for what is missing at the density just seen (a quarter over), growing at most GROW.
+            self._last_id, self._level = ids[-1], len(ids[-1])
+            # Sized for what is missing (a quarter over): at the pace the ids themselves kept where known
+            # (a window that reached over a gap says little), else at the window's density, growing at
+            # most GROW.
             missing = max(1, self._want - self._found)
-            wanted = self._width * missing * 5 // (4 * len(ids))
-            self._width = min(self._width * GROW, max(self._width, wanted))
+            if self._paced is not None:
+                self._width = max(1, self._paced * missing * 5 // (4 * self._want))
+            else:
+                wanted = self._width * missing * 5 // (4 * len(ids))
+                self._width = min(self._width * GROW, max(self._width, wanted))
 
-    def hint(self, last: str | None) -> Hint:
-        """What to start from next time; `last`: the page's last `_id`."""
-        width = self._width
-        if self._page_start is not None and last is not None:
-            width = max(1, (position(last) - position(self._page_start)) * 5 // 4)
-        if self._known is not None:
-            width = min(width, self._known.width * GROW)  # one page that crossed a gap does not set the pace
+    def _next_run(self) -> str | None:
+        chars = self._sorted_chars()
+        while self._level > 0:
+            self._level -= 1
+            start = raised(self._last_id, self._level, chars)
+            if start is not None and start > self._low:
+                return bound_after(start, self._page_width)
+        return None
+
+    def _learn(self, ids: list[str]) -> None:
+        for key in ids:
+            for index, char in enumerate(key):
+                if index == len(self._chars):
+                    self._chars.append(set())
+                self._chars[index].add(char)
+
+    def _sorted_chars(self) -> tuple[str, ...]:
+        return tuple("".join(sorted(seen)) for seen in self._chars)
+
+    def hint(self) -> Hint:
+        """What to start from next time: where the ids began, the width a page takes, the characters seen."""
+        width = self._width if self._paced is None else self._paced * 5 // 4
         known_first = self._known.first if self._known is not None else None
-        return Hint(self._first if self._from_floor else known_first, width)
+        return Hint(self._first if self._from_floor else known_first, max(1, width), self._sorted_chars())
 
 
 async def read_windows(
@@ -201,5 +272,5 @@ async def read_windows(
         if windows.last and not full:
             break
         windows.held([row["_id"] for row in batch], full)
-    hints.put(shape, windows.hint(found[min(want, len(found)) - 1]["_id"] if found else None))
+    hints.put(shape, windows.hint())
     return found[:want]

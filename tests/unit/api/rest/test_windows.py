@@ -18,6 +18,7 @@ from setaccounts_api.rest.windows import (
     WindowHints,
     bound_after,
     position,
+    raised,
     read_windows,
 )
 
@@ -115,22 +116,39 @@ async def test_a_page_of_spread_ids_reads_about_a_page() -> None:
 
 
 async def test_loaded_ids_that_share_long_prefixes_are_read_about_a_page_at_a_time() -> None:
-    """Ids like `p0042-obs-000123`, clustered far from the floor: the first search may read them all, the
-    pages after it read about two pages on average (a patient's last page reads into the next patient's
-    ids), and the next search's first page starts where the ids begin."""
+    """Ids like `p0042-obs-000123`, clustered far from the floor: the first search may read them all; the
+    pages after it read about two pages (the look-ahead row included), also where a patient's ids end and
+    the next one's begin (the windows jump to where the next run would start, `raised`); a cursor from
+    elsewhere, before the gap between `p0009` and `p0010`, too; and the next search's first page starts
+    where the ids begin."""
     ids = [f"{FLOOR}p{p:04d}-obs-{i:06d}" for p in range(50) for i in range(1_000)]
     store, hints, start, costs = Range(ids), WindowHints(), FLOOR, []
     for _ in range(40):
         store.decoded = 0
-        page = await read_windows(
-            store.read, lambda row: True, start, CEILING, 101, hints, "Observation", FLOOR
-        )
+        page = await page_of(store, start, hints)
         costs.append(store.decoded)
         start = page[99]["_id"]
     later = costs[1:]
-    assert sum(later) / len(later) < 450 and max(later) < 1_500, costs
+    assert sum(later) / len(later) < 300 and max(later) < 600, costs
+
+    store.decoded = 0
+    jumped = await page_of(store, f"{FLOOR}p0009-obs-000950", hints)
+    assert [row["_id"] for row in jumped][48:50] == [f"{FLOOR}p0009-obs-000999", f"{FLOOR}p0010-obs-000000"]
+    assert store.decoded < 600, store.decoded
 
     store.decoded = 0
     again = await page_of(store, FLOOR, hints)
     assert [row["_id"] for row in again] == store.ids[:101]
-    assert store.decoded < 1_500, store.decoded
+    assert store.decoded < 600, store.decoded
+
+
+def test_the_next_run_begins_where_a_position_is_raised_and_the_rest_is_lowest() -> None:
+    seen = [
+        "".join(sorted(set(chars))) for chars in zip(*["p0049-obs-000998", "p0000-obs-000000"], strict=True)
+    ]
+    last = "p0049-obs-000998"
+
+    assert raised(last, last.index("4"), seen) == "p0050-obs-000000"  # a digit may become any digit
+    assert raised(last, 8, seen) == "p0049-obt-000000"  # a letter any letter of its case
+    assert raised(last, 5, seen) is None  # '-' was all this position held
+    assert raised(last, 40, seen) is None  # nothing known that far
