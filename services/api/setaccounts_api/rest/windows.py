@@ -36,7 +36,7 @@ ALPHABET = "-./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BASE = len(ALPHABET)
 DIGITS = 32
 SPACE = BASE**DIGITS
-GROW = 4  # an empty window's successor is this much wider
+GROW = 4  # with no run of ids to jump to, an empty window is followed by one this much wider
 FIRST_DEPTH = 3  # with nothing learned, a first window spans one value of the third character past its start
 MAX_WINDOWS = 64  # then the rest of the scan is read in one open window
 
@@ -116,7 +116,7 @@ def raised(key: str, index: int, seen: Sequence[str]) -> str | None:
 @dataclass(frozen=True)
 class Hint:
     first: str | None  # the smallest `_id` the scan found above its floor
-    width: int  # a window width that held about a page
+    width: int  # the width a page takes, at the pace its ids kept
     chars: tuple[str, ...] = ()  # position i: the characters seen there in the scan's ids, sorted
 
 
