@@ -24,7 +24,7 @@ import structlog
 from pymongo import UpdateMany
 
 from setaccounts.events import Outcome
-from setaccounts.store.meta import Document, accounts_of, with_accounts
+from setaccounts.store.meta import SERVER_META, Document, accounts_of, with_accounts
 from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionConflict, now
 
 log = structlog.get_logger(__name__)
@@ -124,12 +124,18 @@ def grouped_writes(writes: Iterable[tuple[Document, Applied]]) -> list[GroupWrit
 
     Resources read at the same version that get exactly the same fields (in a propagation, most members of a
     compartment: same accounts, same compartments, same mark) share one `update_many` of up to
-    `WRITE_CHUNK` ids: the store commits (and journals) once per statement, not once per resource.
+    `WRITE_CHUNK` ids: the store commits (and journals) once per statement, not once per resource. One
+    `Applied` shared by many resources (`Propagation` decides alike members once) is encoded once.
     """
+    encoded: dict[int, tuple[Applied, dict[str, Any], bytes]] = {}  # by id(); holds the Applied alive
     groups: dict[tuple[int, bytes], tuple[dict[str, Any], list[str]]] = {}
     for before, applied in writes:
-        fields = changed_fields(applied)
-        groups.setdefault((before["version"], bson.encode(fields)), (fields, []))[1].append(before["_id"])
+        known = encoded.get(id(applied))
+        if known is None:
+            fields = changed_fields(applied)
+            known = encoded[id(applied)] = (applied, fields, bson.encode(fields))
+        _, fields, key = known
+        groups.setdefault((before["version"], key), (fields, []))[1].append(before["_id"])
     return [
         GroupWrite(ids[i : i + WRITE_CHUNK], version, fields)
         for (version, _), (fields, ids) in groups.items()
@@ -151,6 +157,21 @@ class Application:
     exact: bool = False
 
 
+def decide(app: Application, document: Document, held: dict[str, list[str]], now: datetime) -> Applied:
+    """What applying `app` makes of `document` (`held`: the accounts of the member's other patients, where
+    the application removes some)."""
+    if app.exact:
+        accounts = list(app.add)
+    elif not app.remove:  # nothing to drop: other patients' accounts do not matter
+        accounts = list(dict.fromkeys([*accounts_of(document["resource"]), *app.add]))
+    else:
+        others = {a for p in document.get("members_of", ()) if p != app.target for a in held.get(p, ())}
+        accounts = member_accounts(accounts_of(document["resource"]), app.add, app.remove, others)
+    return apply_accounts(
+        document, accounts, target=app.target, seq=app.seq, command_id=app.command_id, now=now
+    )
+
+
 class Propagation:
     def __init__(self, resources: ResourceStore) -> None:
         self.resources = resources
@@ -169,51 +190,48 @@ class Propagation:
     async def _round(
         self, applications: Sequence[Application], pending: list[int], outcomes: list[Outcome]
     ) -> list[int]:
-        """One read, one bulk write; returns the applications whose resources changed meanwhile (to redo)."""
+        """One read, one bulk write; returns the applications whose resources changed meanwhile (to redo).
+
+        The rule reads only a resource's version, meta, compartments and marks, so resources alike in those
+        (in a propagation, nearly a whole compartment) are decided once (`alike_key`): deciding and
+        encoding each member cost 40 µs of CPU in one measurement, its key 6 µs."""
         refs = sorted({applications[i].resource for i in pending})
         # Whole documents: history keeps the version being replaced, body included (and on SecantusDB a
         # projection without the body reads 10-20% slower than the whole document).
         stored = await self.resources.get_many(refs)
         held = await self._held_by_patients(applications, pending, stored)
-        current: dict[str, Document] = {}
+        written: dict[str, Applied] = {}
         touched: dict[str, list[int]] = defaultdict(list)
+        decided: dict[tuple[Any, ...], Applied] = {}
         timestamp = now()
         for i in pending:
             app = applications[i]
-            document = current.get(app.resource, stored.get(app.resource))
+            folded = written.get(app.resource)
+            document = folded.document if folded is not None else stored.get(app.resource)
             if document is None or document.get("deleted"):
                 outcomes[i] = Outcome.GONE
                 continue
-            applied = apply_accounts(
-                document,
-                self._accounts(app, document, held),
-                target=app.target,
-                seq=app.seq,
-                command_id=app.command_id,
-                now=timestamp,
-            )
+            if folded is None:
+                key = alike_key(app, document)
+                applied = decided.get(key)
+                if applied is None:
+                    applied = decided[key] = decide(app, rule_input(document), held, timestamp)
+            else:
+                applied = decide(app, document, held, timestamp)
             outcomes[i] = Outcome.CHANGED if applied.changed else Outcome.UNCHANGED
             if applied.write:
-                current[app.resource] = applied.document
+                written[app.resource] = applied if folded is None else _merged(stored[app.resource], applied)
                 touched[app.resource].append(i)
-        if not current:
+        if not written:
             return []
-        ops = [w.op() for w in grouped_writes((stored[r], _merged(stored[r], current[r])) for r in current)]
-        await self.resources.history.keep(stored[r] for r in current if _new_version(stored[r], current[r]))
+        ops = [w.op() for w in grouped_writes((stored[r], applied) for r, applied in written.items())]
+        await self.resources.history.keep(
+            stored[r] for r, applied in written.items() if _new_version(stored[r], applied.document)
+        )
         result = await self.resources.collection.bulk_write(ops, ordered=False)
-        if result.matched_count == len(current):
+        if result.matched_count == len(written):
             return []
-        return await self._unwritten(current, touched)
-
-    @staticmethod
-    def _accounts(app: Application, document: Document, held: dict[str, list[str]]) -> list[str]:
-        if app.exact:
-            return list(app.add)
-        current = accounts_of(document["resource"])
-        if not app.remove:  # nothing to drop: other patients' accounts do not matter
-            return list(dict.fromkeys([*current, *app.add]))
-        others = {a for p in document.get("members_of", ()) if p != app.target for a in held.get(p, ())}
-        return member_accounts(current, app.add, app.remove, others)
+        return await self._unwritten(written, touched)
 
     async def _held_by_patients(
         self, applications: Sequence[Application], pending: list[int], stored: dict[str, Document]
@@ -231,13 +249,14 @@ class Propagation:
         found = await self.resources.get_many(sorted(patients), projection={"resource.meta.accounts": 1})
         return {ref: accounts_of(doc.get("resource") or {}) for ref, doc in found.items()}
 
-    async def _unwritten(self, current: dict[str, Document], touched: dict[str, list[int]]) -> list[int]:
+    async def _unwritten(self, written: dict[str, Applied], touched: dict[str, list[int]]) -> list[int]:
         """Applications whose guarded write did not land: the stored version is not the one written."""
-        found = await self.resources.get_many(current, projection={"version": 1, "marks": 1})
+        found = await self.resources.get_many(written, projection={"version": 1, "marks": 1})
         landed = {
             ref
             for ref, doc in found.items()
-            if doc["version"] == current[ref]["version"] and doc.get("marks") == current[ref]["marks"]
+            if doc["version"] == written[ref].document["version"]
+            and doc.get("marks") == written[ref].document["marks"]
         }
         redo = sorted(i for r, idx in touched.items() if r not in landed for i in idx)
         log.info("resources changed meanwhile; applying again", count=len(redo))
@@ -248,7 +267,32 @@ def _new_version(before: Document, after: Document) -> bool:
     return after.get("version") != before.get("version")
 
 
-def _merged(before: Document, after: Document) -> Applied:
+def _merged(before: Document, applied: Applied) -> Applied:
     """Several applications to one resource in a batch fold into one write: a version only if content
     changed."""
-    return Applied(after, changed=_new_version(before, after), write=True)
+    return Applied(applied.document, changed=_new_version(before, applied.document), write=True)
+
+
+def rule_input(document: Document) -> Document:
+    """What the rule reads of a stored resource (`alike_key` keys exactly these), without its body."""
+    return {
+        "version": document["version"],
+        "resource": {"meta": document["resource"].get("meta")},
+        "members_of": document.get("members_of") or [],
+        "marks": document.get("marks") or [],
+    }
+
+
+def alike_key(app: Application, document: Document) -> tuple[Any, ...]:
+    """Equal for two applications only if the rule decides them alike: the same command's change to
+    resources with the same version, compartments, marks and meta (`rule_input`), but for the meta the
+    rule never reads (`SERVER_META`: a new version gets its own), so members written at different times
+    still share a key."""
+    meta = document["resource"].get("meta") or {}
+    state = {
+        "m": {k: v for k, v in meta.items() if k not in SERVER_META},
+        "o": document.get("members_of") or [],
+        "k": document.get("marks") or [],
+    }
+    change = (app.target, app.seq, app.command_id, tuple(app.add), tuple(app.remove), app.exact)
+    return (change, document["version"], bson.encode(state))
