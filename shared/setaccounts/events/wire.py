@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from murmurhash2 import murmurhash2
 
 
 @dataclass(frozen=True)
@@ -17,28 +18,14 @@ class Encoded:
     partition: int | None = None
 
 
+KAFKA_SEED = 0x9747B28C  # the seed of Java's `Utils.murmur2`
+
+
 def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 of a key (Java `Utils.murmur2`, as aiokafka's default partitioner computes it),
-    taken a word at a time rather than aiokafka's byte at a time (measured: about 4 µs a member key
-    against 11 µs)."""
-    length = len(data)
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    h = 0x9747B28C ^ length
-    tail = length & ~3
-    for (k,) in struct.iter_unpack("<I", data[:tail]):
-        k = (k * m) & mask
-        k = ((k ^ (k >> 24)) * m) & mask
-        h = ((h * m) & mask) ^ k
-    extra = length - tail
-    if extra:
-        if extra >= 3:
-            h ^= data[tail + 2] << 16
-        if extra >= 2:
-            h ^= data[tail + 1] << 8
-        h = ((h ^ data[tail]) * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    return h ^ (h >> 15)
+    """Kafka's murmur2 of a key (Java `Utils.murmur2`, as aiokafka's default partitioner computes it), from
+    a compiled MurmurHash2: about 0.6 µs a member key where aiokafka's pure Python takes 11 and a
+    word-wise Python version 4 to 7, once per member in the fan-out."""
+    return murmurhash2(data, KAFKA_SEED)
 
 
 def partition_for(key: bytes, partitions: Sequence[int]) -> int:

@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from setaccounts.events import MemberUpdate, encode, headers_for
 from setaccounts.events.base import Reference, is_reference
 from setaccounts.events.updates import MemberUpdateTemplate
-from setaccounts.events.wire import murmur2 as word_murmur2
+from setaccounts.events.wire import murmur2 as compiled_murmur2
 from setaccounts.events.wire import partition_for
 
 REFERENCES = st.from_regex(r"\A(Observation|Encounter|Basic|Patient|Nope)/[A-Za-z0-9\-\.]{1,64}\Z")
@@ -29,7 +29,22 @@ def _accepted(value: str) -> bool:
 
 @given(st.binary(max_size=100))
 def test_murmur2_is_kafkas(key: bytes) -> None:
-    assert word_murmur2(key) == murmur2(key)
+    assert compiled_murmur2(key) == murmur2(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "signed"),
+    [  # Kafka's own vectors (clients' UtilsTest.testMurmur2), as Java's signed ints
+        (b"21", -973932308),
+        (b"foobar", -790332482),
+        (b"a-little-bit-long-string", -985981536),
+        (b"a-little-bit-longer-string", -1486304829),
+        (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        (b"abc", 479470107),
+    ],
+)
+def test_murmur2_matches_the_java_clients_vectors(key: bytes, signed: int) -> None:
+    assert compiled_murmur2(key) == signed & 0xFFFFFFFF
 
 
 @given(REFERENCES, st.lists(st.integers(0, 40), min_size=1, max_size=12, unique=True))
