@@ -274,7 +274,7 @@ def _merged(before: Document, applied: Applied) -> Applied:
 
 
 def rule_input(document: Document) -> Document:
-    """What the rule reads of a stored resource (`alike_key` keys exactly these), without its body."""
+    """What the rule reads of a stored resource, without its body (`alike_key` is derived from it)."""
     return {
         "version": document["version"],
         "resource": {"meta": document["resource"].get("meta")},
@@ -285,14 +285,10 @@ def rule_input(document: Document) -> Document:
 
 def alike_key(app: Application, document: Document) -> tuple[Any, ...]:
     """Equal for two applications only if the rule decides them alike: the same command's change to
-    resources with the same version, compartments, marks and meta (`rule_input`), but for the meta the
-    rule never reads (`SERVER_META`: a new version gets its own), so members written at different times
-    still share a key."""
-    meta = document["resource"].get("meta") or {}
-    state = {
-        "m": {k: v for k, v in meta.items() if k not in SERVER_META},
-        "o": document.get("members_of") or [],
-        "k": document.get("marks") or [],
-    }
+    resources with the same `rule_input`, but for the meta the rule never reads (`SERVER_META`: a new
+    version gets its own), so members written at different times still share a key."""
+    state = rule_input(document)
+    meta = state["resource"]["meta"] or {}
+    state["resource"] = {"meta": {k: v for k, v in meta.items() if k not in SERVER_META}}
     change = (app.target, app.seq, app.command_id, tuple(app.add), tuple(app.remove), app.exact)
-    return (change, document["version"], bson.encode(state))
+    return (change, bson.encode(state))
