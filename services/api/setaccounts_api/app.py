@@ -20,6 +20,7 @@ from setaccounts.settings import Settings
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
+from setaccounts_api.rest.stored_hints import StoredHints
 from setaccounts_api.rest.windows import WindowHints
 from setaccounts_api.routes import bundle, crud, health, history, jobs, metadata, operation, search, smart
 from setaccounts_api.routes.docs import install_docs
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ensure_indexes(db)
             await producer.start()
             app.state.settings, app.state.db, app.state.producer = settings, db, producer
+            # Where searches found their ids (`rest.windows`), kept in the store for the next start.
+            app.state.window_hints = WindowHints(records=StoredHints(db.search_hints))
             app.state.recovery = recovery = TopicRecovery(settings, db, producer, "api")
             watch = asyncio.create_task(recovery.watch(stop), name="topics")
             log.info("api ready", kafka=settings.kafka_bootstrap_servers, database=settings.mongodb_database)
@@ -68,7 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    app.state.window_hints = WindowHints()  # where searches found their ids (`rest.windows`)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()]
     if not settings.base_url and "*" not in hosts:  # public URLs come from the Host header: vet it

@@ -25,6 +25,7 @@ from setaccounts.settings import Settings
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.rest.access import Access
 from setaccounts_api.rest.queries import PUBLIC, SEARCH_INDEXES, scans, search_page
+from setaccounts_api.rest.stored_hints import StoredHints
 from setaccounts_api.rest.windows import WindowHints
 from setaccounts_api.routes.search import confine, parse_params
 from setaccounts_dev.devkeys import claims_for
@@ -147,7 +148,7 @@ class Finds(monitoring.CommandListener):
         self.filters: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
+        if event.command_name == "find" and event.command["find"] == "resources":
             self.filters.append(dict(event.command["filter"]))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -181,14 +182,89 @@ async def test_a_page_of_a_large_type_examines_about_a_page(db: Db, settings: Se
             after = page.documents[-1]["_id"]
             page = await search_page(store, query, after, COUNT, hints)
             assert page.documents[0]["_id"] > after and len(page.documents) == COUNT
-            examined.append(0)
-            for where in finds.filters:
-                explained = await db.command(
-                    "explain",
-                    {"find": "resources", "filter": where, "sort": {"_id": 1}, "limit": COUNT + 1},
-                    verbosity="executionStats",
-                )
-                examined[-1] += explained["executionStats"]["totalDocsExamined"]
+            examined.append(await docs_examined(db, finds))
     finally:
         await client.close()
     assert sum(examined) / len(examined) < 4 * COUNT and max(examined) < 400, examined
+
+
+async def docs_examined(db: Db, finds: Finds) -> int:
+    """How many documents the `find`s seen so far examine, by the store's own `explain`."""
+    examined = 0
+    for where in finds.filters:
+        explained = await db.command(
+            "explain",
+            {"find": "resources", "filter": where, "sort": {"_id": 1}, "limit": COUNT + 1},
+            verbosity="executionStats",
+        )
+        examined += explained["executionStats"]["totalDocsExamined"]
+    return examined
+
+
+async def test_a_restarted_api_reads_a_first_page_where_the_last_one_found_the_ids(
+    db: Db, settings: Settings, seed: Seed
+) -> None:
+    """Loaded ids cluster far from the start of their range (`Observation/p07-obs-000012`): the first
+    search of a shape ever reads most of the range to find them. What it learned is kept in the store
+    (`search_hints`), so the first page after a restart, or on another replica, examines a few pages'
+    worth; without the stored hints it examines most of the range again."""
+    await ensure_indexes(db)
+    for n in range(20):
+        await seed(*patient_with_members(f"p{n:02d}", 100))
+    query = confine(parse_params([], "Observation", strict=True), ADMIN)
+    finds = Finds()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, event_listeners=[finds])
+    examined: dict[str, int] = {}
+    pages: dict[str, list[str]] = {}
+    try:
+        store = ResourceStore(client[settings.mongodb_database])
+        for label, hints in (
+            ("first ever", WindowHints(records=StoredHints(client[settings.mongodb_database].search_hints))),
+            ("restarted", WindowHints(records=StoredHints(client[settings.mongodb_database].search_hints))),
+            ("restarted, hints not kept", WindowHints()),
+        ):
+            finds.filters.clear()
+            page = await search_page(store, query, None, COUNT, hints)
+            pages[label] = [doc["_id"] for doc in page.documents]
+            examined[label] = await docs_examined(db, finds)
+    finally:
+        await client.close()
+    assert pages["first ever"] == [f"Observation/p00-obs-{i:06d}" for i in range(COUNT)]
+    assert pages["restarted"] == pages["first ever"] == pages["restarted, hints not kept"]
+    assert examined["restarted"] < 4 * COUNT, examined
+    assert examined["first ever"] > 1_000 and examined["restarted, hints not kept"] > 1_000, examined
+    assert await db.search_hints.count_documents({}) == 1
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        {"first": "Observation/zzz", "width": "1", "chars": ["z"]},  # matches that begin elsewhere now
+        {"first": "Observation/p00", "width": "9" * 60, "chars": []},  # a width spanning everything
+        {"first": 42, "width": "-1", "chars": "abc"},  # unreadable: counts as none
+        {"width": 7},
+    ],
+    ids=["stale first", "vast width", "unreadable", "partial"],
+)
+async def test_a_kept_hint_never_changes_what_a_page_holds(db: Db, seed: Seed, kept: dict[str, Any]) -> None:
+    """Whatever another replica or an older version left in `search_hints`, every page holds what it
+    would hold without hints: hints size the windows, never bound the scan."""
+    await ensure_indexes(db)
+    for pid in ("p1", "p2", "p3"):
+        await seed(*patient_with_members(pid, 30))
+    query = confine(parse_params([], "Observation", strict=True), ADMIN)
+    shape = scans(query, None)[0].shape
+    await db.search_hints.insert_one({"_id": shape, **kept})
+
+    async def walk(hints: WindowHints) -> list[str]:
+        found, after = [], None
+        while True:
+            page = await search_page(ResourceStore(db), query, after, COUNT, hints)
+            found += [doc["_id"] for doc in page.documents]
+            if not page.more:
+                return found
+            after = found[-1]
+
+    expected = sorted(f"Observation/{pid}-obs-{i:06d}" for pid in ("p1", "p2", "p3") for i in range(30))
+    assert await walk(WindowHints(records=StoredHints(db.search_hints))) == expected
+    assert await walk(WindowHints()) == expected

@@ -19,7 +19,9 @@ an empty one by a window reaching a page past where the next run would begin if 
 one position further up (`raised`: after `p0042-obs-000998`, `p0042-obs-001000`, then ..., then
 `p0043-obs-000000`), or, knowing nothing, `GROW` times wider. What a scan learned (`Hint`: where its
 matches begin, the width a page takes, the characters seen at each position) starts the next page and the
-next search of the same shape (`WindowHints`, one per API process).
+next search of the same shape (`WindowHints`, one per API process, kept in the store too by
+`rest.stored_hints`: the store cannot say where a range's ids begin without decoding the range, so only a
+shape's first search ever pays for finding out, not the first after each start of each replica).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 Row = dict[str, Any]
 
@@ -120,22 +122,60 @@ class Hint:
     chars: tuple[str, ...] = ()  # position i: the characters seen there in the scan's ids, sorted
 
 
+class HintRecords(Protocol):
+    """Where hints outlive the process (`rest.stored_hints`): loaded once per shape, saved on change."""
+
+    async def load(self, shape: str) -> Hint | None: ...
+
+    async def save(self, shape: str, hint: Hint) -> None: ...
+
+
+def worth_saving(saved: Hint | None, hint: Hint) -> bool:
+    """Whether `hint` tells the next process more than `saved`: matches that begin elsewhere, a page width
+    off by more than `GROW`, or characters of a new kind at some position (`_widened`)."""
+    if saved is None:
+        return True
+    if hint.first is not None and hint.first != saved.first:
+        return True
+    if max(hint.width, saved.width) > GROW * min(hint.width, saved.width):
+        return True
+    if len(hint.chars) > len(saved.chars):
+        return True
+    return any(_widened(new) != _widened(old) for new, old in zip(hint.chars, saved.chars, strict=False))
+
+
 class WindowHints:
-    """What each scan shape learned last, for the next page and the next search; the `size` most recent."""
+    """What each scan shape learned last, for the next page and the next search; the `size` most recent in
+    the process, and, with `records`, every shape's in the store (read on a shape's first search in the
+    process, written when `worth_saving`)."""
 
-    def __init__(self, size: int = 1024) -> None:
-        self._hints: OrderedDict[str, Hint] = OrderedDict()
+    def __init__(self, size: int = 1024, records: HintRecords | None = None) -> None:
+        self._hints: OrderedDict[str, tuple[Hint | None, Hint | None]] = OrderedDict()  # (now, saved)
         self._size = size
+        self._records = records
 
-    def get(self, shape: str) -> Hint | None:
-        hint = self._hints.get(shape)
-        if hint is not None:
-            self._hints.move_to_end(shape)
-        return hint
-
-    def put(self, shape: str, hint: Hint) -> None:
-        self._hints[shape] = hint
+    async def get(self, shape: str) -> Hint | None:
+        entry = self._hints.get(shape)
+        if entry is None:
+            saved = None if self._records is None else await self._records.load(shape)
+            entry = self._hints[shape] = (saved, saved)
+            self._trim()
         self._hints.move_to_end(shape)
+        return entry[0]
+
+    async def put(self, shape: str, hint: Hint, lasting: bool) -> None:
+        """`lasting`: learned by a scan's first page, the page a new process reads first. The pages after it
+        refine the hint a little each (a page's width varies with the gaps between ids); that stays in the
+        process, not written at every page."""
+        _, saved = self._hints.get(shape, (None, None))
+        if self._records is not None and lasting and worth_saving(saved, hint):
+            await self._records.save(shape, hint)
+            saved = hint
+        self._hints[shape] = (hint, saved)
+        self._hints.move_to_end(shape)
+        self._trim()
+
+    def _trim(self) -> None:
         while len(self._hints) > self._size:
             self._hints.popitem(last=False)
 
@@ -263,7 +303,8 @@ async def read_windows(
     """Up to `want` rows that `keep` admits, in `_id` order, from `_id`s above `start` and below
     `ceiling`: `read(window, limit)` reads the first `limit` rows of one window in `_id` order. `floor`
     is the lowest `start` the scan has (its first page); `shape` keys what is learned in `hints`."""
-    windows = Windows(start, ceiling, want, hints.get(shape), from_floor=start == floor)
+    from_floor = start == floor
+    windows = Windows(start, ceiling, want, await hints.get(shape), from_floor)
     found: list[Row] = []
     while len(found) < want:
         batch = await read(windows.next(), want)
@@ -272,5 +313,5 @@ async def read_windows(
         if windows.last and not full:
             break
         windows.held([row["_id"] for row in batch], full)
-    hints.put(shape, windows.hint())
+    await hints.put(shape, windows.hint(), lasting=from_floor)
     return found[:want]

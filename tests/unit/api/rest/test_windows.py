@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from setaccounts_api.rest.windows import (
     ALPHABET,
+    Hint,
     Row,
     Window,
     WindowHints,
@@ -152,3 +153,43 @@ def test_the_next_run_begins_where_a_position_is_raised_and_the_rest_is_lowest()
     assert raised(last, 8, seen) == "p0049-obt-000000"  # a letter any letter of its case
     assert raised(last, 5, seen) is None  # '-' was all this position held
     assert raised(last, 40, seen) is None  # nothing known that far
+
+
+class Kept:
+    """Hints kept outside the process, as `rest.stored_hints` keeps them in the store; counts the writes."""
+
+    def __init__(self) -> None:
+        self.hints: dict[str, Hint] = {}
+        self.saves = 0
+
+    async def load(self, shape: str) -> Hint | None:
+        return self.hints.get(shape)
+
+    async def save(self, shape: str, hint: Hint) -> None:
+        self.hints[shape] = hint
+        self.saves += 1
+
+
+async def test_paging_through_a_scan_writes_its_hint_a_few_times_not_once_a_page() -> None:
+    """Walking all 500 pages of 50,000 loaded ids, and then of 50,000 server-assigned ones, and searching
+    20 times more, writes each scan's hint a few times; a process starting afresh from what was kept reads
+    its first page where the ids begin, at about the cost of a page."""
+    rng = random.Random(3)
+    for ids in (
+        [f"{FLOOR}p{p:04d}-obs-{i:06d}" for p in range(50) for i in range(1_000)],
+        [FLOOR + str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(50_000)],
+    ):
+        store, kept = Range(ids), Kept()
+        hints = WindowHints(records=kept)
+        walked = await pages(store, 100, hints)
+        for _ in range(20):
+            await page_of(store, FLOOR, hints)
+        assert len(walked) == 500 and 1 <= kept.saves <= 3, kept.saves
+
+        store.decoded = 0
+        first = await page_of(store, FLOOR, WindowHints(records=kept))
+        assert [row["_id"] for row in first] == store.ids[:101]
+        assert store.decoded < 600, store.decoded
+        store.decoded = 0
+        await page_of(store, FLOOR, WindowHints())
+        assert store.decoded > 5_000, store.decoded  # what the first page costs knowing nothing
