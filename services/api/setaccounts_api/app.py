@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await producer.start()
             app.state.settings, app.state.db, app.state.producer = settings, db, producer
             # Where searches found their ids (`rest.windows`), kept in the store for the next start.
-            app.state.window_hints = WindowHints(records=StoredHints(db.search_hints))
+            kept_hints = StoredHints(db.search_hints)
+            await kept_hints.ensure_expiry()
+            app.state.window_hints = WindowHints(records=kept_hints)
             app.state.recovery = recovery = TopicRecovery(settings, db, producer, "api")
             watch = asyncio.create_task(recovery.watch(stop), name="topics")
             log.info("api ready", kafka=settings.kafka_bootstrap_servers, database=settings.mongodb_database)

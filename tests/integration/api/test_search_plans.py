@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -22,11 +23,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.auth.principal import ClaimNames, principal_of
 from setaccounts.mongo import RETIRED, ensure_indexes
 from setaccounts.settings import Settings
-from setaccounts.store.resources import ResourceStore
+from setaccounts.store.resources import ResourceStore, now
 from setaccounts_api.rest.access import Access
 from setaccounts_api.rest.queries import PUBLIC, SEARCH_INDEXES, scans, search_page
 from setaccounts_api.rest.stored_hints import StoredHints
-from setaccounts_api.rest.windows import WindowHints
+from setaccounts_api.rest.windows import Hint, WindowHints
 from setaccounts_api.routes.search import confine, parse_params
 from setaccounts_dev.devkeys import claims_for
 from tests.helpers.resources import Seed, patient_with_members
@@ -268,3 +269,43 @@ async def test_a_kept_hint_never_changes_what_a_page_holds(db: Db, seed: Seed, k
     expected = sorted(f"Observation/{pid}-obs-{i:06d}" for pid in ("p1", "p2", "p3") for i in range(30))
     assert await walk(WindowHints(records=StoredHints(db.search_hints))) == expected
     assert await walk(WindowHints()) == expected
+
+
+async def test_kept_hints_expire_a_month_after_their_last_use(db: Db) -> None:
+    """The store drops a hint 30 days after it was last used (a TTL index on `at`), and loading one more
+    than a day old renews it, so the shapes searched keep theirs and the rest do not pile up."""
+    kept = StoredHints(db.search_hints)
+    await kept.ensure_expiry()
+    await kept.ensure_expiry()  # every start sets it up again
+    expiry = (await db.search_hints.index_information())["expiry"]
+    assert expiry["key"] == [("at", 1)] and expiry["expireAfterSeconds"] == 30 * 24 * 3600
+
+    old, recent = now() - timedelta(days=20), now() - timedelta(hours=2)
+    await db.search_hints.insert_many(
+        [
+            {"_id": "old", "first": "Observation/a", "width": "5", "chars": ["O"], "at": old},
+            {"_id": "recent", "first": None, "width": "7", "chars": [], "at": recent},
+        ]
+    )
+    assert await kept.load("old") == Hint("Observation/a", 5, ("O",))
+    assert await kept.load("recent") == Hint(None, 7, ())
+    at = {doc["_id"]: doc["at"].replace(tzinfo=UTC) async for doc in db.search_hints.find()}
+    assert at["old"] > now() - timedelta(minutes=5)
+    assert abs(at["recent"] - recent) < timedelta(seconds=1)  # not rewritten at every load
+
+
+async def test_a_search_is_answered_when_its_hint_cannot_be_kept(db: Db, seed: Seed) -> None:
+    """A store that refuses the hint's write (here a validator no document passes) costs the next process
+    a first search, never this search its answer."""
+    await ensure_indexes(db)
+    await seed(*patient_with_members("p1", 30))
+    await db.create_collection("search_hints", validator={"never": {"$exists": True}})
+    query = confine(parse_params([], "Observation", strict=True), ADMIN)
+
+    page = await search_page(
+        ResourceStore(db), query, None, COUNT, WindowHints(records=StoredHints(db.search_hints))
+    )
+
+    assert [doc["_id"] for doc in page.documents] == [f"Observation/p1-obs-{i:06d}" for i in range(COUNT)]
+    assert page.more
+    assert await db.search_hints.count_documents({}) == 0

@@ -10,21 +10,28 @@ dearer, never wrong. So an unreadable document counts as none, and a write that 
 replica's is dropped. Documents: `{_id: shape, first, width (decimal string: widths exceed 64 bits),
 chars, at}`; the shape names the scan's equalities, which may include a compartment: internal, never
 served.
+
+There is a shape per compartment searched (every patient's), so hints do not stay forever: the store drops
+one whose `at` is `EXPIRY` old (a TTL index), and a process that loads one more than `RENEW` old renews its
+`at`. A shape searched at least once a month keeps its hint; any other pays one first search again.
 """
 
 from __future__ import annotations
 
-import contextlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from setaccounts.store.resources import now
 from setaccounts_api.rest.windows import Hint
 
 log = structlog.get_logger(__name__)
+
+EXPIRY = timedelta(days=30)
+RENEW = timedelta(days=1)
 
 
 def to_document(shape: str, hint: Hint) -> dict[str, Any]:
@@ -50,6 +57,11 @@ class StoredHints:
     def __init__(self, collection: AsyncCollection[dict[str, Any]]) -> None:
         self.collection = collection
 
+    async def ensure_expiry(self) -> None:
+        """The TTL index that drops hints unused for `EXPIRY` (creating it again is a no-op)."""
+        seconds = int(EXPIRY.total_seconds())
+        await self.collection.create_index("at", expireAfterSeconds=seconds, name="expiry")
+
     async def load(self, shape: str) -> Hint | None:
         found = await self.collection.find_one({"_id": shape})
         if found is None:
@@ -57,9 +69,20 @@ class StoredHints:
         hint = from_document(found)
         if hint is None:
             log.warning("unreadable search hint ignored", shape=shape)
+            return None
+        at = found.get("at")
+        if not isinstance(at, datetime) or now() - (at if at.tzinfo else at.replace(tzinfo=UTC)) > RENEW:
+            await self.collection.update_one({"_id": shape}, {"$set": {"at": now()}})
         return hint
 
-    async def save(self, shape: str, hint: Hint) -> None:
-        # DuplicateKeyError: another replica inserted this shape's hint at the same moment; either will do.
-        with contextlib.suppress(DuplicateKeyError):
+    async def save(self, shape: str, hint: Hint) -> bool:
+        """Whether the hint was written. A search that has read its page is not failed for a hint it could
+        not keep: the next first page tries again."""
+        try:
             await self.collection.replace_one({"_id": shape}, to_document(shape, hint), upsert=True)
+        except DuplicateKeyError:
+            pass  # another replica inserted this shape's hint at the same moment; either will do
+        except PyMongoError as exc:
+            log.warning("search hint not kept", shape=shape, error=type(exc).__name__)
+            return False
+        return True

@@ -127,7 +127,7 @@ class HintRecords(Protocol):
 
     async def load(self, shape: str) -> Hint | None: ...
 
-    async def save(self, shape: str, hint: Hint) -> None: ...
+    async def save(self, shape: str, hint: Hint) -> bool: ...
 
 
 def worth_saving(saved: Hint | None, hint: Hint) -> bool:
@@ -168,8 +168,8 @@ class WindowHints:
         refine the hint a little each (a page's width varies with the gaps between ids); that stays in the
         process, not written at every page."""
         _, saved = self._hints.get(shape, (None, None))
-        if self._records is not None and lasting and worth_saving(saved, hint):
-            await self._records.save(shape, hint)
+        records = self._records
+        if records is not None and lasting and worth_saving(saved, hint) and await records.save(shape, hint):
             saved = hint
         self._hints[shape] = (hint, saved)
         self._hints.move_to_end(shape)

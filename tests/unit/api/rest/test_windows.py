@@ -165,9 +165,10 @@ class Kept:
     async def load(self, shape: str) -> Hint | None:
         return self.hints.get(shape)
 
-    async def save(self, shape: str, hint: Hint) -> None:
+    async def save(self, shape: str, hint: Hint) -> bool:
         self.hints[shape] = hint
         self.saves += 1
+        return True
 
 
 async def test_paging_through_a_scan_writes_its_hint_a_few_times_not_once_a_page() -> None:
