@@ -218,10 +218,11 @@ async def test_a_restarted_api_reads_a_first_page_where_the_last_one_found_the_i
     examined: dict[str, int] = {}
     pages: dict[str, list[str]] = {}
     try:
-        store = ResourceStore(client[settings.mongodb_database])
+        watched = client[settings.mongodb_database]
+        store = ResourceStore(watched)
         for label, hints in (
-            ("first ever", WindowHints(records=StoredHints(client[settings.mongodb_database].search_hints))),
-            ("restarted", WindowHints(records=StoredHints(client[settings.mongodb_database].search_hints))),
+            ("first ever", WindowHints(records=StoredHints(watched.search_hints))),
+            ("restarted", WindowHints(records=StoredHints(watched.search_hints))),
             ("restarted, hints not kept", WindowHints()),
         ):
             finds.filters.clear()

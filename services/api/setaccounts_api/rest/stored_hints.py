@@ -70,9 +70,9 @@ class StoredHints:
         if hint is None:
             log.warning("unreadable search hint ignored", shape=shape)
             return None
-        at = found.get("at")
-        if not isinstance(at, datetime) or now() - (at if at.tzinfo else at.replace(tzinfo=UTC)) > RENEW:
-            await self.collection.update_one({"_id": shape}, {"$set": {"at": now()}})
+        at, moment = found.get("at"), now()
+        if not isinstance(at, datetime) or moment - (at if at.tzinfo else at.replace(tzinfo=UTC)) > RENEW:
+            await self.collection.update_one({"_id": shape}, {"$set": {"at": moment}})
         return hint
 
     async def save(self, shape: str, hint: Hint) -> bool:
