@@ -80,6 +80,10 @@ def make_consumer(
         max_poll_interval_ms=max_poll_interval_ms,
         # A topic deleted and created again is seen (and assigned) within seconds, not after 5 minutes.
         metadata_max_age_ms=5_000,
+        # Idle, each of a process's three consumers asks every `fetch_max_wait_ms`; with records it is
+        # answered at once, so a longer wait only makes an idle consumer cheaper (2 s: 14 against 19 ms of
+        # CPU per second for an idle propagator, Kafka's 500 ms default).
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
 
