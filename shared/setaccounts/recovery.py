@@ -32,12 +32,13 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.cluster import ClusterMetadata
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import CommandFinished
 from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import JobStore
-from setaccounts.kafka import publish, security
+from setaccounts.kafka import publish, security, topics_metadata
 from setaccounts.metrics import JOBS_FINISHED, TOPICS_MISSING
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
@@ -83,7 +84,7 @@ class TopicRecovery:
         """True when every topic exists, after recreating lost ones if the back-off allows (raises when the
         broker does not answer)."""
         await self._learn_of_losses()
-        metadata = await self.producer.client.fetch_all_metadata()
+        metadata = await self.metadata()
         present = metadata.topics()
         missing = [name for name in self.settings.topics.all() if name not in present]
         ends = await self._end_offsets(
@@ -118,6 +119,10 @@ class TopicRecovery:
             await self._learn_of_losses(count=False)
             TOPICS_MISSING.labels(self.service).set(0)
             return True
+
+    async def metadata(self) -> ClusterMetadata:
+        """The broker's metadata of the service's topics (raises when the broker does not answer)."""
+        return await topics_metadata(self.producer.client, self.settings.topics.all())
 
     async def _learn_of_losses(self, count: bool = True) -> None:
         """Count a loss another service handled since the last look. Its check may have seen the topics

@@ -236,6 +236,12 @@ def tansu_binary() -> Path:
     return binary
 
 
+def tansu_settings() -> dict[str, Any]:
+    """How clients reach a Tansu, as keyword arguments of `Settings` (or a `model_copy` update): without
+    authentication, and with Kafka's default fetch wait (`TANSU_FETCH_MAX_WAIT_MS`)."""
+    return {**PLAINTEXT.settings(), "kafka_fetch_max_wait_ms": TANSU_FETCH_MAX_WAIT_MS}
+
+
 def start_tansu(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess, str]:
     """Start Tansu on a free loopback port (memory storage) and wait until it accepts connections."""
     for _attempt in range(3):

@@ -7,7 +7,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from setaccounts.kafka import security
+from setaccounts.kafka import make_producer, security, topics_metadata
 from setaccounts.settings import Settings
 from setaccounts.topics import check_topics, create_topics
 
@@ -47,3 +47,19 @@ async def test_existing_topics_that_differ_from_the_settings_are_reported(settin
 def test_settings_refuse_more_in_sync_replicas_than_replicas() -> None:
     with pytest.raises(ValueError, match="min_insync_replicas"):
         Settings(replication_factor=1, min_insync_replicas=2)
+
+
+async def test_the_topic_check_asks_for_its_topics_only_and_never_creates_one(settings: Settings) -> None:
+    """What the services check every 2 s: the metadata of their own topics, a missing one left out and not
+    created by the asking (a broker that auto-creates would otherwise hide the loss it is there to find)."""
+    missing = f"{settings.topic_prefix}never-created"
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        known = await topics_metadata(producer.client, [settings.topics.commands, missing])
+        assert known.topics() == {settings.topics.commands}
+        assert len(known.partitions_for_topic(settings.topics.commands) or ()) == settings.partitions
+        everything = await producer.client.fetch_all_metadata()
+        assert missing not in everything.topics()
+    finally:
+        await producer.stop()

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from setaccounts.recovery import TopicRecovery
-from setaccounts_api.deps import DbDep, ProducerDep, RecoveryDep
+from setaccounts_api.deps import DbDep, RecoveryDep
 from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["health"])
@@ -49,9 +49,9 @@ async def _topics(recovery: TopicRecovery) -> str:
 
 
 @router.get("/readyz")
-async def readyz(db: DbDep, producer: ProducerDep, recovery: RecoveryDep) -> JSONResponse:
+async def readyz(db: DbDep, recovery: RecoveryDep) -> JSONResponse:
     mongo, kafka, topics = await asyncio.gather(
-        _check(db.command("ping")), _check(producer.client.fetch_all_metadata()), _topics(recovery)
+        _check(db.command("ping")), _check(recovery.metadata()), _topics(recovery)
     )
     ready = mongo == "ok" and kafka == "ok" and topics == "ok"
     body = {"status": "ready" if ready else "not ready", "mongodb": mongo, "kafka": kafka, "topics": topics}
