@@ -92,11 +92,12 @@ class Settings(BaseSettings):
         "values below their group.min.session.timeout.ms (6 s by default).",
     )
     kafka_fetch_max_wait_ms: int = Field(
-        2000,
+        500,
         ge=0,
         le=30_000,
-        description="Longest a consumer's fetch waits at the broker for records; a broker answers as soon as "
-        "records arrive, so this sets how often an idle consumer asks again (each ask costs CPU).",
+        description="Longest a consumer's fetch waits at the broker for records: how often an idle consumer "
+        "asks again (each ask costs CPU), and how late a record can be seen when the consumer still holds "
+        "records of other partitions (one fetch in flight per broker).",
     )
     max_retries: int = Field(5, ge=0, description="Retries of a failing batch before dead-lettering it.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Propagator /metrics port; 0 = off.")

@@ -42,11 +42,6 @@ KAFKA_IMAGE = "apache/kafka:4.1.1"  # the version tools/kafka/pom.xml pins (a te
 MONGO_IMAGE = "mongo:8.0"
 KAFKA_POM = Path(__file__).resolve().parent.parent / "kafka" / "pom.xml"
 EMBEDDED_KAFKA_VAR = "SETACCOUNTS_EMBEDDED_KAFKA"
-FETCH_WAIT_VAR = "SETACCOUNTS_KAFKA_FETCH_MAX_WAIT_MS"
-# Tansu answers a fetch that waits for records late rather than when they arrive (a record produced to an
-# idle consumer arrived after 55 ms at the median with a 500 ms wait and 402 ms with 2 s, against 5-6 ms on
-# Apache Kafka with either), so its consumers keep Kafka's default wait.
-TANSU_FETCH_MAX_WAIT_MS = 500
 
 
 class EngineError(RuntimeError):
@@ -103,20 +98,13 @@ class Engines:
     kind: str  # "environment", "docker" or "embedded"
     description: str = ""  # which servers, in words, e.g. "Apache Kafka 4.1.1 (embedded KRaft) + SecantusDB"
     kafka_security: KafkaSecurity = PLAINTEXT
-    kafka_fetch_max_wait_ms: int | None = None  # a broker that needs other than the services' default
 
     def as_env(self) -> dict[str, str]:
         """The variables every service reads to reach these servers (the SASL password included)."""
-        tuned = (
-            {}
-            if self.kafka_fetch_max_wait_ms is None
-            else {FETCH_WAIT_VAR: str(self.kafka_fetch_max_wait_ms)}
-        )
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             "MONGODB_URI": self.mongodb_uri,
             **self.kafka_security.as_env(),
-            **tuned,
         }
 
     def topic_env(self) -> dict[str, str]:
@@ -132,11 +120,6 @@ class Engines:
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "mongodb_uri": self.mongodb_uri,
             **self.kafka_security.settings(),
-            **(
-                {}
-                if self.kafka_fetch_max_wait_ms is None
-                else {"kafka_fetch_max_wait_ms": self.kafka_fetch_max_wait_ms}
-            ),
         }
 
 
@@ -234,12 +217,6 @@ def tansu_binary() -> Path:
     if not os.access(binary, os.X_OK):
         binary.chmod(0o755)
     return binary
-
-
-def tansu_settings() -> dict[str, Any]:
-    """How clients reach a Tansu, as keyword arguments of `Settings` (or a `model_copy` update): without
-    authentication, and with Kafka's default fetch wait (`TANSU_FETCH_MAX_WAIT_MS`)."""
-    return {**PLAINTEXT.settings(), "kafka_fetch_max_wait_ms": TANSU_FETCH_MAX_WAIT_MS}
 
 
 def start_tansu(workdir: Path, port: int | None = None) -> tuple[EmbeddedProcess, str]:
@@ -743,7 +720,6 @@ class EmbeddedKafka(NamedTuple):
     bootstrap: str
     security: KafkaSecurity  # how its clients connect
     description: str
-    fetch_max_wait_ms: int | None = None  # what its consumers need instead of the services' default
 
 
 def start_embedded_kafka(workdir: Path) -> EmbeddedKafka:
@@ -755,7 +731,7 @@ def start_embedded_kafka(workdir: Path) -> EmbeddedKafka:
         return EmbeddedKafka(proc, bootstrap, user, described)
     proc, bootstrap = start_tansu(workdir)
     described = f"Tansu (embedded, memory only, no authentication; {why})"
-    return EmbeddedKafka(proc, bootstrap, PLAINTEXT, described, TANSU_FETCH_MAX_WAIT_MS)
+    return EmbeddedKafka(proc, bootstrap, PLAINTEXT, described)
 
 
 def docker_available() -> bool:
@@ -832,8 +808,7 @@ def embedded_engines(workdir: Path | None = None) -> Iterator[Engines]:
         procs.append(kafka.proc)
         mongo_proc, uri = start_secantus(base)
         procs.append(mongo_proc)
-        described = f"{kafka.description} + SecantusDB"
-        yield Engines(kafka.bootstrap, uri, "embedded", described, kafka.security, kafka.fetch_max_wait_ms)
+        yield Engines(kafka.bootstrap, uri, "embedded", f"{kafka.description} + SecantusDB", kafka.security)
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -16,11 +16,11 @@ from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_api.routes.health import CHECK_TIMEOUT
 from setaccounts_dev.engines import (
+    PLAINTEXT,
     EmbeddedProcess,
     start_embedded_kafka,
     start_secantus,
     start_tansu,
-    tansu_settings,
 )
 from tests.helpers.auth import Issuer
 
@@ -33,8 +33,7 @@ async def ready(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
 
 
 async def test_readiness_turns_false_when_an_engine_stops(tmp_path: Path, issuer: Issuer) -> None:
-    broker = await asyncio.to_thread(start_embedded_kafka, tmp_path)  # the one in use
-    kafka, bootstrap, secured = broker.proc, broker.bootstrap, broker.security
+    kafka, bootstrap, secured, _ = await asyncio.to_thread(start_embedded_kafka, tmp_path)  # the one in use
     mongo, uri = await asyncio.to_thread(start_secantus, tmp_path)
     try:
         app = create_app(
@@ -87,7 +86,7 @@ async def test_readiness_is_a_quick_503_when_the_broker_stops_answering(
 ) -> None:
     kafka, bootstrap = await asyncio.to_thread(start_tansu, tmp_path)
     try:
-        moved = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, **tansu_settings()})
+        moved = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, **PLAINTEXT.settings()})
         await check_hang(moved, kafka, "kafka")
     finally:
         await asyncio.to_thread(kafka.stop)

@@ -19,7 +19,7 @@ from setaccounts.kafka import security
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
-from setaccounts_dev.engines import start_tansu, tansu_settings
+from setaccounts_dev.engines import PLAINTEXT, start_tansu
 from tests.helpers.auth import Issuer, bearer
 from tests.helpers.faults import wait_final, wait_marked
 from tests.helpers.parameters import outputs, parameters
@@ -142,7 +142,9 @@ async def a_job_lost_mid_apply(
 async def test_a_tansu_restart_mid_job_ends_the_lost_job_and_new_commands_complete(
     settings: Settings, db: AsyncDatabase[dict[str, Any]], seed: Seed, issuer: Issuer, tansu: Tansu
 ) -> None:
-    on_tansu = settings.model_copy(update={"kafka_bootstrap_servers": tansu.bootstrap, **tansu_settings()})
+    on_tansu = settings.model_copy(
+        update={"kafka_bootstrap_servers": tansu.bootstrap, **PLAINTEXT.settings()}
+    )
     await create_topics(on_tansu)
 
     async def restart(base: str) -> None:

@@ -22,7 +22,7 @@ from setaccounts.events import COMMANDS, RESULTS, UPDATES, SetAccountsCommand
 from setaccounts.kafka import partitions_of, security
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
-from setaccounts_dev.engines import embedded_kafka_choice, start_apache_kafka, start_tansu, tansu_settings
+from setaccounts_dev.engines import PLAINTEXT, embedded_kafka_choice, start_apache_kafka, start_tansu
 from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
@@ -41,10 +41,9 @@ class Broker:
         self.kind, _ = embedded_kafka_choice()
         self.data_dir = workdir / "kafka"
         if self.kind == "apache":
-            self.proc, self.bootstrap, user = start_apache_kafka(self.data_dir)
-            self.client_settings = user.settings()
+            self.proc, self.bootstrap, self.security = start_apache_kafka(self.data_dir)
         else:
-            (self.proc, self.bootstrap), self.client_settings = start_tansu(workdir), tansu_settings()
+            (self.proc, self.bootstrap), self.security = start_tansu(workdir), PLAINTEXT
         self.port = int(self.bootstrap.rpartition(":")[2])
 
     def pause(self) -> None:
@@ -77,7 +76,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
 async def on_broker(settings: Settings, broker: Broker) -> Settings:
     """The test's settings pointed at its own broker, with the topics made there."""
     moved = settings.model_copy(
-        update={"kafka_bootstrap_servers": broker.bootstrap, **broker.client_settings}
+        update={"kafka_bootstrap_servers": broker.bootstrap, **broker.security.settings()}
     )
     await create_topics(moved)
     return moved
