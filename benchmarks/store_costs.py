@@ -218,7 +218,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--output", type=Path, default=None, help="markdown report to update")
     args = parser.parse_args()
-    with engines(Path(tempfile.mkdtemp(prefix="setaccounts-costs-"))) as found:
+    with (
+        tempfile.TemporaryDirectory(prefix="setaccounts-costs-") as workdir,
+        engines(Path(workdir)) as found,
+    ):
         say(f"engines ready ({found.kind}); {args.members} documents")
         rows = asyncio.run(measure(found, args.members, args.repeat))
         facts = machine_facts(found)
