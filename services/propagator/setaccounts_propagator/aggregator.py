@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from setaccounts.events import (
+    RESULTS,
     BatchApplied,
     CancelRequested,
     CommandFailed,
@@ -27,9 +29,9 @@ from setaccounts.events import (
     PartitionDone,
 )
 from setaccounts.jobs import Aggregate, Job, PartitionTally
-from setaccounts.kafka import publish
 from setaccounts.metrics import JOBS_FINISHED
 from setaccounts.status import JobStatus
+from setaccounts_propagator.ports import Jobs, Publisher
 from setaccounts_propagator.role import Item, RoleHandler
 
 log = structlog.get_logger(__name__)
@@ -84,7 +86,11 @@ def aggregate(job: Job, events: Sequence[Any]) -> Aggregate:
     )
 
 
+@dataclass
 class Aggregator(RoleHandler):
+    jobs: Jobs
+    publisher: Publisher
+
     async def __call__(self, items: Sequence[Item]) -> None:
         by_command: dict[str, list[Any]] = defaultdict(list)
         for item in items:
@@ -119,4 +125,4 @@ class Aggregator(RoleHandler):
             outcome=(result.outcome or job.outcome) if status == JobStatus.ERROR else None,
         )
         JOBS_FINISHED.labels(status.value).inc()
-        await publish(self.producer, self.settings.topics.results, event)
+        await self.publisher.publish(RESULTS, event)

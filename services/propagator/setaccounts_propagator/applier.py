@@ -10,15 +10,29 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from setaccounts.events import BatchApplied, EndOfCommand, Event, MemberUpdate, Outcome, PartitionDone
-from setaccounts.kafka import publish_many
+from setaccounts.events import (
+    RESULTS,
+    BatchApplied,
+    EndOfCommand,
+    Event,
+    MemberUpdate,
+    Outcome,
+    PartitionDone,
+)
 from setaccounts.metrics import MEMBER_UPDATES
 from setaccounts.store.propagation import Application
+from setaccounts_propagator.ports import Jobs, Propagates, Publisher
 from setaccounts_propagator.role import Item, RoleHandler
 
 
+@dataclass
 class Applier(RoleHandler):
+    jobs: Jobs
+    propagation: Propagates
+    publisher: Publisher
+
     async def __call__(self, items: Sequence[Item]) -> None:
         updates = [(i.record.partition, i.event) for i in items if isinstance(i.event, MemberUpdate)]
         outcomes = await self.apply([u for _, u in updates]) if updates else []
@@ -54,4 +68,4 @@ class Applier(RoleHandler):
             for i in items
             if isinstance(i.event, EndOfCommand)
         ]
-        await publish_many(self.producer, self.settings.topics.results, events)
+        await self.publisher.publish(RESULTS, *events)

@@ -1,6 +1,9 @@
-"""Wires the propagator in one place: settings → clients → one consume loop per role.
+"""Wires the propagator in one place: settings → clients → stores and publisher → handlers → one consume
+loop per role.
 
 Each role is its own consumer group, so each scales by partitions on its own; a process runs any subset.
+The clients, the stores over them (`build_stores`) and the publisher are built once per process in `run`;
+every handler receives only the stores it uses (`ports.py`), so unit tests hand it in-memory fakes instead.
 """
 
 from __future__ import annotations
@@ -12,50 +15,91 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import COMMANDS, RESULTS, UPDATES, Channel
 from setaccounts.failures import is_outage
+from setaccounts.jobs import JobStore
 from setaccounts.kafka import make_consumer, make_producer
 from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
+from setaccounts.store.propagation import Propagation
+from setaccounts.store.resources import ResourceStore
 from setaccounts_propagator.aggregator import Aggregator
 from setaccounts_propagator.applier import Applier
 from setaccounts_propagator.consumer import ConsumerLoop
 from setaccounts_propagator.planner import Planner
+from setaccounts_propagator.ports import Jobs, KafkaPublisher, Propagates, Publisher, Resources
 from setaccounts_propagator.role import RoleHandler
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
+class Stores:
+    """The stores every role of a process shares (`build_stores`: over its one database; unit tests: the
+    in-memory fakes of `tests/helpers/fakes.py`)."""
+
+    jobs: Jobs
+    resources: Resources
+    propagation: Propagates
+    ping: Callable[[], Awaitable[object]]  # raises unless the store answers
+
+
+def build_stores(db: AsyncDatabase[dict[str, Any]]) -> Stores:
+    """The one place the stores are constructed."""
+    resources = ResourceStore(db)
+    return Stores(
+        jobs=JobStore(db),
+        resources=resources,
+        propagation=Propagation(resources),
+        ping=lambda: db.command("ping"),
+    )
+
+
+def planner(settings: Settings, stores: Stores, publisher: Publisher) -> Planner:
+    return Planner(
+        stores.jobs, stores.resources, stores.propagation, publisher, page_size=settings.plan_page_size
+    )
+
+
+def applier(settings: Settings, stores: Stores, publisher: Publisher) -> Applier:
+    return Applier(stores.jobs, stores.propagation, publisher)
+
+
+def aggregator(settings: Settings, stores: Stores, publisher: Publisher) -> Aggregator:
+    return Aggregator(stores.jobs, publisher)
+
+
+@dataclass(frozen=True)
 class Role:
-    """A consumer group: the channel it reads and the handler it runs (what it sends is in channels.py)."""
+    """A consumer group: the channel it reads and how its handler is built (what it sends is in
+    channels.py)."""
 
     reads: Channel
-    handler: type[RoleHandler]
+    handler: Callable[[Settings, Stores, Publisher], RoleHandler]
     batch: Callable[[Settings], int]
     max_poll_interval_ms: int = 300_000  # longer than any one batch may take, or the group drops the member
 
 
 ROLES: dict[str, Role] = {
     # One command's fan-out runs inside one poll: allow an hour (tens of millions of members).
-    "planner": Role(COMMANDS, Planner, lambda s: 20, 3_600_000),
-    "applier": Role(UPDATES, Applier, lambda s: s.apply_batch_size),
-    "aggregator": Role(RESULTS, Aggregator, lambda s: 2000),
+    "planner": Role(COMMANDS, planner, lambda s: 20, 3_600_000),
+    "applier": Role(UPDATES, applier, lambda s: s.apply_batch_size),
+    "aggregator": Role(RESULTS, aggregator, lambda s: 2000),
 }
 
 
 def build_loop(
     name: str,
     settings: Settings,
-    db: AsyncDatabase[dict[str, Any]],
-    producer: AIOKafkaProducer,
+    stores: Stores,
+    publisher: KafkaPublisher,
     losses: Callable[[], int] = lambda: 0,
 ) -> ConsumerLoop:
-    """One role's consume loop, with its own consumer and a handler over the shared clients."""
+    """One role's consume loop, with its own consumer and a handler over the process's stores and publisher
+    (the dead-letter path sends the raw records through the publisher's producer)."""
     role = ROLES[name]
     return ConsumerLoop(
         role=name,
@@ -67,9 +111,10 @@ def build_loop(
             max_records=role.batch(settings),
             max_poll_interval_ms=role.max_poll_interval_ms,
         ),
-        producer=producer,
+        producer=publisher.producer,
         deadletter_topic=settings.topics.deadletter,
-        handler=role.handler(settings, db, producer),
+        handler=role.handler(settings, stores, publisher),
+        ping=stores.ping,
         max_retries=settings.max_retries,
         losses=losses,
     )
@@ -103,7 +148,8 @@ async def run(
         await until_up("broker", producer.start, stop)
         recovery = TopicRecovery(settings, db, producer, "propagator")
         await until_up("broker", recovery.recreate, stop)
-        loops = [build_loop(name, settings, db, producer, lambda: recovery.losses) for name in roles]
+        stores, publisher = build_stores(db), KafkaPublisher(producer, settings.topics)
+        loops = [build_loop(name, settings, stores, publisher, lambda: recovery.losses) for name in roles]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
         watch = asyncio.create_task(recovery.watch(stop), name="topics")
         if ready is not None:

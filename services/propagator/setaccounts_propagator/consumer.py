@@ -44,6 +44,8 @@ class ConsumerLoop:
     producer: AIOKafkaProducer
     deadletter_topic: str
     handler: RoleHandler
+    ping: Callable[[], Awaitable[object]]
+    """Raises unless the store answers: asked before a record is taken for poison."""
     max_retries: int = 5
     retry_backoff: float = 0.2
     outage_backoff_cap: float = 10.0
@@ -128,7 +130,7 @@ class ConsumerLoop:
         await self._handle(items)
 
     async def _refuse(self, record: Record, error: EventError) -> None:
-        if not await self._through_outages(lambda: self.handler.reject(record, error), 1):
+        if not await self._through_outages(lambda: self.handler.on_invalid(record, error), 1):
             await self._dead_letter(record, str(error))
 
     async def _handle(self, items: Sequence[Item]) -> None:
@@ -215,7 +217,7 @@ class ConsumerLoop:
 
     async def _dependencies_answer(self) -> bool:
         try:
-            await self.handler.ping()
+            await self.ping()
         except Exception as exc:
             log.warning("dependency does not answer", role=self.role, error=repr(exc))
             return False

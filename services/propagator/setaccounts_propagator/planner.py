@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from setaccounts.events import (
+    RESULTS,
+    UPDATES,
     CommandFailed,
     CommandPlanned,
     EndOfCommand,
@@ -29,16 +31,16 @@ from setaccounts.failures import PermanentFailure
 from setaccounts.fhir.compartments import compartment_owner_types
 from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import Job
-from setaccounts.kafka import publish, publish_many, send_encoded
 from setaccounts.store.meta import accounts_of
 from setaccounts.store.propagation import Application
+from setaccounts_propagator.ports import Jobs, Propagates, Publisher, Resources
 from setaccounts_propagator.role import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass
-class Page:
+class PlanPage:
     """The fan-out's running state: updates waiting to be sent, and how many were sent before."""
 
     command: SetAccountsCommand
@@ -56,7 +58,14 @@ def fans_out(command: SetAccountsCommand) -> bool:
     return command.propagate and command.target.split("/", 1)[0] in compartment_owner_types()
 
 
+@dataclass
 class Planner(RoleHandler):
+    jobs: Jobs
+    resources: Resources
+    propagation: Propagates
+    publisher: Publisher
+    page_size: int  # members read per page, and checkpointed after each
+
     async def __call__(self, items: Sequence[Item]) -> None:
         for item in items:  # commands of one partition share targets: strictly one after another
             await self.plan(item.event)
@@ -77,9 +86,8 @@ class Planner(RoleHandler):
                 return  # cancelled: the aggregator answers for it
             job = await self.jobs.finish_plan(command.command_id, *planned) or prepared
         assert job.target_seq is not None
-        await publish(
-            self.producer,
-            self.settings.topics.results,
+        await self.publisher.publish(
+            RESULTS,
             CommandPlanned(
                 command_id=command.command_id,
                 target=command.target,
@@ -133,8 +141,7 @@ class Planner(RoleHandler):
 
         Returns how many updates were emitted and the partitions that received an end marker.
         """
-        topic = self.settings.topics.updates
-        partitions = sorted(await self.producer.partitions_for(topic))
+        partitions = await self.publisher.partitions(UPDATES)
         if not fans_out(command):
             return 0, []
         assert job.target_seq is not None
@@ -147,27 +154,25 @@ class Planner(RoleHandler):
             remove=remove,
             partitions=partitions,
         )
-        page = Page(command=command, updates=template, emitted=job.emitted)
-        members = self.resources.stream_members(
-            command.target, after=job.cursor, batch_size=self.settings.plan_page_size
-        )
+        page = PlanPage(command=command, updates=template, emitted=job.emitted)
+        members = self.resources.stream_members(command.target, after=job.cursor, batch_size=self.page_size)
         async for member in members:
             if member != command.target:
                 page.members.append(member)
-            if len(page.members) >= self.settings.plan_page_size and not await self._flush(page):
+            if len(page.members) >= self.page_size and not await self._flush(page):
                 await members.aclose()
                 return None
         if page.members and not await self._flush(page):
             return None
         ends = [EndOfCommand(command_id=command.command_id, partition=p) for p in partitions]
-        await publish_many(self.producer, topic, ends)
+        await self.publisher.publish(UPDATES, *ends)
         return page.emitted, partitions
 
-    async def _flush(self, page: Page) -> bool:
+    async def _flush(self, page: PlanPage) -> bool:
         """Send a page of updates, wait for the broker, then checkpoint; False when the job has ended."""
         command = page.command
         records = [page.updates.record(member) for member in page.members]
-        await send_encoded(self.producer, self.settings.topics.updates, records)
+        await self.publisher.send_encoded(UPDATES, records)
         page.emitted += len(page.members)
         cursor, page.members = page.members[-1], []
         if await self.jobs.checkpoint(command.command_id, cursor, page.emitted):
@@ -175,7 +180,7 @@ class Planner(RoleHandler):
         log.info("fan-out stopped: job ended", command_id=command.command_id, emitted=page.emitted)
         return False
 
-    async def reject(self, record: Record, error: EventError) -> bool:
+    async def on_invalid(self, record: Record, error: EventError) -> bool:
         """A command whose envelope names a usable command id gets a failed result (and an errored job);
         anything else, or an id that belongs to another command's job, is for the dead-letter topic."""
         envelope = command_envelope(record.value)
@@ -193,10 +198,8 @@ class Planner(RoleHandler):
             log.warning("invalid command reuses a job's id", command_id=command_id, reason=reason)
             return False
         outcome = operation_outcome("invalid", reason)
-        await publish(
-            self.producer,
-            self.settings.topics.results,
-            CommandFailed(command_id=command_id, target=target, outcome=outcome),
+        await self.publisher.publish(
+            RESULTS, CommandFailed(command_id=command_id, target=target, outcome=outcome)
         )
         log.warning("command rejected", command_id=command_id, reason=reason)
         return True
@@ -210,9 +213,7 @@ class Planner(RoleHandler):
     async def _fail(self, command: SetAccountsCommand, status: int, code: str, diagnostics: str) -> None:
         outcome = operation_outcome(code, diagnostics)
         await self.jobs.record_failure(command.command_id, status)
-        await publish(
-            self.producer,
-            self.settings.topics.results,
-            CommandFailed(command_id=command.command_id, target=command.target, outcome=outcome),
+        await self.publisher.publish(
+            RESULTS, CommandFailed(command_id=command.command_id, target=command.target, outcome=outcome)
         )
         log.warning("command failed", command_id=command.command_id, reason=diagnostics)
