@@ -13,6 +13,7 @@ fakes to the real stores on the same steps.
 from __future__ import annotations
 
 import copy
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from setaccounts.events import COMMANDS, Channel, Event, Outcome, SetAccountsCommand
+from setaccounts.events import COMMANDS, RESULTS, CancelRequested, Channel, Event, Outcome, SetAccountsCommand
 from setaccounts.events.wire import Encoded, partition_for
 from setaccounts.jobs import Aggregate, Job, StaleJob
 from setaccounts.kafka import encoded
@@ -32,6 +33,7 @@ from setaccounts.store.propagation import Application, decide
 from setaccounts.store.resources import ResourceStore
 from setaccounts_propagator.bootstrap import ROLES, Stores
 from setaccounts_propagator.role import Item, RoleHandler
+from tests.helpers.resources import patient_with_members
 
 StoredJob = dict[str, Any]
 
@@ -248,6 +250,13 @@ class FakePropagation:
         return outcomes
 
 
+def command(target: str, *accounts: str, **fields: Any) -> SetAccountsCommand:
+    """A propagating command with a fresh id (other fields as given)."""
+    return SetAccountsCommand(
+        command_id=str(uuid.uuid4()), target=target, accounts=list(accounts), propagate=True, **fields
+    )
+
+
 SendHook = Callable[[Channel, list[Event]], Awaitable[None]]
 
 
@@ -324,6 +333,22 @@ class InMemory:
         """What the API does with a command: create its job, publish it."""
         await self.jobs.ensure(command)
         await self.publisher.publish(COMMANDS, command)
+
+    async def planned(self, members: int, **settings: Any) -> SetAccountsCommand:
+        """Patient/p1 with `members` Observations, and a command giving them Organization/o1, planned."""
+        self.resources.seed(*patient_with_members("p1", members))
+        planned = command("Patient/p1", "Organization/o1")
+        await self.send(planned)
+        await self.consume("planner", **settings)
+        return planned
+
+    async def cancel(self, command_id: str) -> None:
+        """What the API does on `DELETE` of a job's status URL: mark it cancelled, tell the aggregator."""
+        job = await self.jobs.cancel(command_id, "someone")
+        assert job is not None and job.cancelled_at is not None
+        await self.publisher.publish(
+            RESULTS, CancelRequested(command_id=command_id, requested_at=job.cancelled_at)
+        )
 
     async def consume(self, role: str, **settings: Any) -> list[Item]:
         """One poll of the role's consumer (everything sent to its channel since its last poll), handled;

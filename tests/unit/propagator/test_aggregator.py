@@ -3,14 +3,11 @@ nothing moves a finished job."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from setaccounts.events import (
     RESULTS,
     BatchApplied,
-    CancelRequested,
     CommandFinished,
     SetAccountsCommand,
 )
@@ -18,21 +15,11 @@ from setaccounts.jobs import Job, StaleJob
 from setaccounts.status import JobStatus
 from setaccounts_propagator.aggregator import aggregate
 from tests.helpers.fakes import FakeJobStore, InMemory
-from tests.helpers.resources import patient_with_members
-
-
-def command(target: str, *accounts: str) -> SetAccountsCommand:
-    return SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target=target, accounts=list(accounts), propagate=True
-    )
 
 
 async def planned_and_applied(memory: InMemory, members: int) -> SetAccountsCommand:
     """A command planned and applied whose results wait on the results topic, not yet aggregated."""
-    memory.resources.seed(*patient_with_members("p1", members))
-    first = command("Patient/p1", "Organization/o1")
-    await memory.send(first)
-    await memory.consume("planner", plan_page_size=2)
+    first = await memory.planned(members, plan_page_size=2)
     await memory.consume("applier")
     return first
 
@@ -74,15 +61,8 @@ async def test_a_zombie_batch_after_the_job_finished_changes_nothing() -> None:
 
 async def test_a_cancel_is_answered_once_and_later_results_keep_the_job_cancelled() -> None:
     memory = InMemory()
-    memory.resources.seed(*patient_with_members("p1", 4))
-    first = command("Patient/p1", "Organization/o1")
-    await memory.send(first)
-    await memory.consume("planner")
-    cancelled = await memory.jobs.cancel(first.command_id, "someone")
-    assert cancelled is not None and cancelled.cancelled_at is not None
-    await memory.publisher.publish(
-        RESULTS, CancelRequested(command_id=first.command_id, requested_at=cancelled.cancelled_at)
-    )
+    first = await memory.planned(4)
+    await memory.cancel(first.command_id)
     await memory.run()
 
     job = await memory.jobs.get(first.command_id)

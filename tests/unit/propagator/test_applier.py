@@ -4,7 +4,6 @@ deleted between plan and apply, and the updates of a cancelled command."""
 from __future__ import annotations
 
 import copy
-import uuid
 
 from setaccounts.events import (
     RESULTS,
@@ -12,17 +11,10 @@ from setaccounts.events import (
     BatchApplied,
     CommandFinished,
     Outcome,
-    SetAccountsCommand,
 )
 from setaccounts.status import JobStatus
-from tests.helpers.fakes import InMemory
+from tests.helpers.fakes import InMemory, command
 from tests.helpers.resources import patient_with_members
-
-
-def command(target: str, *accounts: str) -> SetAccountsCommand:
-    return SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target=target, accounts=list(accounts), propagate=True
-    )
 
 
 def outcomes(memory: InMemory) -> dict[str, list[Outcome]]:
@@ -107,10 +99,7 @@ async def test_a_member_deleted_between_plan_and_apply_stays_deleted_and_is_not_
 
 async def test_updates_of_a_cancelled_command_are_skipped() -> None:
     memory = InMemory()
-    memory.resources.seed(*patient_with_members("p1", 3))
-    first = command("Patient/p1", "Organization/o1")
-    await memory.send(first)
-    await memory.consume("planner")
+    first = await memory.planned(3)
     await memory.jobs.cancel(first.command_id, "someone")
     before = copy.deepcopy(memory.resources.documents)
 

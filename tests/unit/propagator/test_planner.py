@@ -4,7 +4,6 @@ that stops the fan-out, and the answers to commands that cannot run."""
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import replace
 
 import pytest
@@ -13,7 +12,6 @@ from setaccounts.events import (
     COMMANDS,
     RESULTS,
     UPDATES,
-    CancelRequested,
     CommandFailed,
     CommandFinished,
     CommandPlanned,
@@ -21,19 +19,12 @@ from setaccounts.events import (
     Event,
     EventError,
     MemberUpdate,
-    SetAccountsCommand,
 )
 from setaccounts.events.wire import partition_for
 from setaccounts.status import JobStatus
 from setaccounts_propagator.planner import DuplicateCommandId
-from tests.helpers.fakes import InMemory
+from tests.helpers.fakes import InMemory, command
 from tests.helpers.resources import patient_with_members
-
-
-def command(target: str, *accounts: str, **fields: object) -> SetAccountsCommand:
-    return SetAccountsCommand(
-        command_id=str(uuid.uuid4()), target=target, accounts=list(accounts), propagate=True, **fields
-    )
 
 
 async def test_a_command_sets_the_target_and_sends_one_update_per_member_to_its_partition() -> None:
@@ -63,10 +54,7 @@ async def test_a_command_sets_the_target_and_sends_one_update_per_member_to_its_
 
 async def test_a_redelivered_command_is_planned_once() -> None:
     memory = InMemory()
-    memory.resources.seed(*patient_with_members("p1", 5))
-    first = command("Patient/p1", "Organization/o1")
-    await memory.send(first)
-    await memory.consume("planner", plan_page_size=2)
+    first = await memory.planned(5, plan_page_size=2)
     target = await memory.resources.get("Patient/p1")
     sent = len(memory.publisher.records[UPDATES.name])
 
@@ -112,10 +100,7 @@ async def test_a_cancelled_job_is_answered_cancelled_and_its_updates_write_nothi
 
     async def cancel_after_the_first_page(channel: object, events: list[Event]) -> None:
         if any(isinstance(e, MemberUpdate) for e in events):
-            job = await memory.jobs.cancel(running.command_id, "someone")
-            assert job is not None and job.cancelled_at is not None
-            cancel = CancelRequested(command_id=running.command_id, requested_at=job.cancelled_at)
-            await memory.publisher.publish(RESULTS, cancel)
+            await memory.cancel(running.command_id)
 
     memory.publisher.after_send = cancel_after_the_first_page
     await memory.send(running)
