@@ -44,13 +44,12 @@ from setaccounts.events.channels import UPDATES
 from setaccounts.events.updates import MemberUpdateTemplate
 from setaccounts.kafka import make_consumer, make_producer, send_encoded
 from setaccounts.store.history import HistoryStore
-from setaccounts.store.lookup import IN_CHUNK
-from setaccounts.store.propagation import WRITE_CHUNK
 from setaccounts.store.resources import ResourceStore
 from setaccounts.topics import create_topics
 from setaccounts_dev.engines import Engines, engines
 
 CHUNKS = (100, 50, 25, 10)
+IN_CHUNK, WRITE_CHUNK = 50, 25  # the development store's chunk sizes, as its launcher sets them
 PAGE = 1000  # the planner's page and the applier's largest batch
 BEGIN, END = "<!-- store-costs:begin -->", "<!-- store-costs:end -->"
 READ = f"read whole documents, `$in` of {IN_CHUNK} ids"

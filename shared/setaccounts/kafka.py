@@ -1,7 +1,9 @@
-"""Kafka clients built one way for every service: manual commits, acks=all, no idempotent producer.
+"""Kafka clients built one way for every service: manual commits, acks=all, and idempotent producers
+where the broker grants them (`setaccounts.profile.BrokerProfile`).
 
-Tansu (the embedded broker) rejects idempotent and transactional producers, so correctness comes from
-idempotent consumers, never from Kafka transactions.
+An idempotent producer keeps a retried batch from landing twice or out of order on a partition; it is not
+what correctness rests on. Every consumer is idempotent, and no transaction is used, so the pipeline is
+exactly as correct on a broker without idempotent producers.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ def security(settings: Settings) -> Security:
     return options
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, idempotent: bool = False) -> AIOKafkaProducer:
+    """The producer every service sends with; `idempotent` where the broker grants it (the services pass
+    their `BrokerProfile.idempotent_producer`; tools and tests that need no more than acks=all leave it)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         **security(settings),
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=idempotent,
         linger_ms=5,
         max_batch_size=256 * 1024,
         max_request_size=8 * 1024 * 1024,
@@ -179,7 +183,7 @@ def _append(batch: BatchBuilder, record: Encoded) -> bool:
 
 async def topics_metadata(client: AIOKafkaClient, topics: Sequence[str]) -> ClusterMetadata:
     """The broker's metadata of `topics` alone (a missing one is left out), asked so that asking never
-    creates a topic (Apache Kafka and Tansu both honour the request's flag). The client's own refresh asks
+    creates a topic (brokers honour the request's flag). The client's own refresh asks
     for every topic of the cluster: on a shared cluster, every topic's partitions, which a check made
     every few seconds should not fetch. Each known broker is asked in turn, in random order, until one
     answers, as the client's refresh does; raises the last error when none does."""

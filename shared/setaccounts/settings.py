@@ -99,6 +99,24 @@ class Settings(BaseSettings):
         "asks again (each ask costs CPU), and how late a record can be seen when the consumer still holds "
         "records of other partitions (one fetch in flight per broker).",
     )
+    # What the engines can do (`setaccounts.profile`): asked of the servers at start unless set here.
+    store_limit_pushdown: bool | None = Field(
+        None,
+        description="Whether a sorted, limited find stops reading at the limit (MongoDB does); unset = "
+        "asked of the store (buildInfo). False: searches read in `_id` windows.",
+    )
+    kafka_idempotence: bool | None = Field(
+        None,
+        description="Idempotent producers (enable_idempotence, acks=all); unset = on where the broker "
+        "grants a producer id.",
+    )
+    # MongoDB answers an `$in` of a thousand `_id`s and a thousand-document `update_many` in one pass each;
+    # larger statements save little more (the apply batch is 1,000 too). The development store wants far
+    # smaller ones: its launcher sets them.
+    store_read_chunk: int = Field(1000, ge=1, le=100_000, description="Most `_id`s one `$in` lookup names.")
+    store_write_chunk: int = Field(
+        1000, ge=1, le=100_000, description="Most documents one propagation `update_many` names."
+    )
     max_retries: int = Field(5, ge=0, description="Retries of a failing batch before dead-lettering it.")
     metrics_port: int = Field(0, ge=0, le=65535, description="Propagator /metrics port; 0 = off.")
     auth_issuer: str = Field(
@@ -207,6 +225,8 @@ class Settings(BaseSettings):
         """These settings as the environment variables that rebuild them (for child processes)."""
         env = {"KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers, "MONGODB_URI": self.mongodb_uri}
         for name, value in self.model_dump(exclude={"kafka_bootstrap_servers", "mongodb_uri"}).items():
+            if value is None:
+                continue  # unset: the child decides as this process did (e.g. asks the servers)
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             env[f"SETACCOUNTS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)

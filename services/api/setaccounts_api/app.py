@@ -15,16 +15,17 @@ from setaccounts.auth.tokens import TokenVerifier
 from setaccounts.kafka import make_producer
 from setaccounts.logs import configure_logging
 from setaccounts.mongo import ensure_indexes, make_client
+from setaccounts.profile import detect_broker, detect_store
 from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
-from setaccounts_api.rest.stored_hints import StoredHints
-from setaccounts_api.rest.windows import WindowHints
+from setaccounts_api.rest.readers import reader_for
 from setaccounts_api.routes import bundle, crud, health, history, jobs, metadata, operation, search, smart
 from setaccounts_api.routes.docs import install_docs
 from setaccounts_api.security import RateLimiter, SecurityHeaders, authenticate
+from setaccounts_api.stores import Stores
 
 log = structlog.get_logger(__name__)
 
@@ -37,18 +38,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = make_client(settings)
-        producer = make_producer(settings)
+        producer = None
         stop = asyncio.Event()
         watch: asyncio.Task[None] | None = None
         try:
             db = client[settings.mongodb_database]
             await ensure_indexes(db)
+            store = await detect_store(db, settings)
+            broker = await detect_broker(settings)
+            producer = make_producer(settings, idempotent=broker.idempotent_producer)
             await producer.start()
             app.state.settings, app.state.db, app.state.producer = settings, db, producer
-            # Where searches found their ids (`rest.windows`), kept in the store for the next start.
-            kept_hints = StoredHints(db.search_hints)
-            await kept_hints.ensure_expiry()
-            app.state.window_hints = WindowHints(records=kept_hints)
+            app.state.stores = Stores(db, store, await reader_for(store, db))
             app.state.recovery = recovery = TopicRecovery(settings, db, producer, "api")
             watch = asyncio.create_task(recovery.watch(stop), name="topics")
             log.info("api ready", kafka=settings.kafka_bootstrap_servers, database=settings.mongodb_database)
@@ -58,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if watch is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watch
-            await producer.stop()
+            if producer is not None:
+                await producer.stop()
             await client.close()
 
     app = FastAPI(

@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
-from setaccounts_api.rest.windows import WindowHints
+from setaccounts_api.stores import Stores
 
 
 def get_settings(request: Request) -> Settings:
@@ -33,13 +33,13 @@ def get_recovery(request: Request) -> TopicRecovery:
     return recovery
 
 
-def get_window_hints(request: Request) -> WindowHints:
-    hints: WindowHints = request.app.state.window_hints
-    return hints
+def get_stores(request: Request) -> Stores:
+    stores: Stores = request.app.state.stores
+    return stores
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DbDep = Annotated[AsyncDatabase[dict[str, Any]], Depends(get_db)]
 ProducerDep = Annotated[AIOKafkaProducer, Depends(get_producer)]
 RecoveryDep = Annotated[TopicRecovery, Depends(get_recovery)]
-WindowHintsDep = Annotated[WindowHints, Depends(get_window_hints)]
+StoresDep = Annotated[Stores, Depends(get_stores)]

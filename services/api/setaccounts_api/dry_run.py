@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
-
 from setaccounts.events import Mode, accounts_after, member_changes
 from setaccounts.fhir.compartments import compartment_owner_types
 from setaccounts.fhir.outcomes import FhirError, operation_outcome
@@ -43,7 +41,7 @@ class Preview:
 
 
 async def preview(
-    db: AsyncDatabase[Document],
+    store: ResourceStore,
     target: Document,
     mode: Mode,
     given: Sequence[str],
@@ -61,7 +59,6 @@ async def preview(
     if not (propagate and ref.split("/", 1)[0] in compartment_owner_types()):
         return Preview(before, after, updated, changed)
     add, remove = member_changes(mode, before, given)
-    store = ResourceStore(db)
     held: dict[str, list[str]] = {}  # accounts of the members' other patients, read once each
     cursor = store.collection.find(
         {**store.members_filter(ref), "_id": {"$ne": ref}},

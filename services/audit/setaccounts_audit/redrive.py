@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from setaccounts.auth.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 from setaccounts.events import CommandFinished, SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
+from setaccounts.profile import detect_broker
 from setaccounts.settings import Settings
 from setaccounts_audit.history import CommandRecord, by_target
 from setaccounts_audit.replay import load_history, watch_results
@@ -84,7 +85,7 @@ async def redrive(
     loaded = await load_history(settings, progress=False)
     original = choose(loaded.history.records(), command_id, force=force)
     command = redrive_command(original, by)
-    producer = make_producer(settings)
+    producer = make_producer(settings, idempotent=(await detect_broker(settings)).idempotent_producer)
     await producer.start()
     try:
         async with watch_results(settings) as wait:

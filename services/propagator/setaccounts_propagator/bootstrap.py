@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
+from aiokafka import AIOKafkaProducer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import COMMANDS, RESULTS, UPDATES, Channel
@@ -22,6 +23,7 @@ from setaccounts.failures import is_outage
 from setaccounts.jobs import JobStore
 from setaccounts.kafka import make_consumer, make_producer
 from setaccounts.mongo import ensure_indexes, make_client
+from setaccounts.profile import StoreProfile, detect_broker, detect_store
 from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
 from setaccounts.store.propagation import Propagation
@@ -34,6 +36,7 @@ from setaccounts_propagator.ports import Jobs, KafkaPublisher, Propagates, Publi
 from setaccounts_propagator.role import RoleHandler
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,13 @@ class Stores:
     ping: Callable[[], Awaitable[object]]  # raises unless the store answers
 
 
-def build_stores(db: AsyncDatabase[dict[str, Any]]) -> Stores:
-    """The one place the stores are constructed."""
-    resources = ResourceStore(db)
+def build_stores(db: AsyncDatabase[dict[str, Any]], profile: StoreProfile) -> Stores:
+    """The one place the stores are constructed, sized by the store's profile."""
+    resources = ResourceStore(db, profile.read_chunk)
     return Stores(
         jobs=JobStore(db),
         resources=resources,
-        propagation=Propagation(resources),
+        propagation=Propagation(resources, profile.write_chunk),
         ping=lambda: db.command("ping"),
     )
 
@@ -120,13 +123,12 @@ def build_loop(
     )
 
 
-async def until_up(dependency: str, step: Callable[[], Awaitable[Any]], stop: asyncio.Event) -> None:
+async def until_up(dependency: str, step: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
     """Start-up waits for a dependency that is down (an outage), however long; other errors stop it."""
     delay = 0.5
     while True:
         try:
-            await step()
-            return
+            return await step()
         except Exception as exc:
             if not is_outage(exc) or stop.is_set():
                 raise
@@ -141,14 +143,17 @@ async def run(
 ) -> None:
     """Run the given roles until `stop` is set; clients are started here and always stopped here."""
     client = make_client(settings)
-    producer = make_producer(settings)
+    producer: AIOKafkaProducer | None = None
     try:
         db = client[settings.mongodb_database]
         await until_up("store", lambda: ensure_indexes(db), stop)
+        store = await until_up("store", lambda: detect_store(db, settings), stop)
+        broker = await until_up("broker", lambda: detect_broker(settings), stop)
+        producer = make_producer(settings, idempotent=broker.idempotent_producer)
         await until_up("broker", producer.start, stop)
         recovery = TopicRecovery(settings, db, producer, "propagator")
         await until_up("broker", recovery.recreate, stop)
-        stores, publisher = build_stores(db), KafkaPublisher(producer, settings.topics)
+        stores, publisher = build_stores(db, store), KafkaPublisher(producer, settings.topics)
         loops = [build_loop(name, settings, stores, publisher, lambda: recovery.losses) for name in roles]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
         watch = asyncio.create_task(recovery.watch(stop), name="topics")
@@ -164,5 +169,6 @@ async def run(
             if task.exception():
                 raise task.exception()  # type: ignore[misc]
     finally:
-        await producer.stop()
+        if producer is not None:
+            await producer.stop()
         await client.close()

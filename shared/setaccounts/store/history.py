@@ -23,7 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from setaccounts.store.lookup import by_ids
+from setaccounts.store.lookup import READ_CHUNK, by_ids
 from setaccounts.store.meta import Document
 
 KEPT = ("version", "deleted", "deleted_at", "resource", "compartments")
@@ -58,15 +58,16 @@ def entry_id(ref: str, version: int) -> str:
 class HistoryStore:
     """The only code that touches the `history` collection."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], read_chunk: int = READ_CHUNK) -> None:
         self.collection: AsyncCollection[Document] = db.history
+        self.read_chunk = read_chunk
 
     async def keep(self, superseded: Iterable[Document], session: AsyncClientSession | None = None) -> None:
         """Copy the versions about to be replaced into history; an entry already there is left as it is.
 
         Plain unordered inserts whose duplicate-key errors are the entries already kept (upserts cost 14x
-        as much on SecantusDB). Inside a transaction, where any write error aborts it, the entries already
-        there are looked up first and only the others inserted; a copy that races with another
+        as much on the development store). Inside a transaction, where any write error aborts it, the
+        entries already there are looked up first and only the others inserted; a copy that races with another
         transaction's fails that transaction like any concurrent write to the same resource.
         """
         entries = [entry_of(doc) for doc in superseded]
@@ -86,7 +87,9 @@ class HistoryStore:
                 raise
 
     async def _present(self, ids: list[str], session: AsyncClientSession) -> set[str]:
-        return {doc["_id"] async for doc in by_ids(self.collection, ids, {"_id": 1}, session)}
+        return {
+            doc["_id"] async for doc in by_ids(self.collection, ids, {"_id": 1}, session, self.read_chunk)
+        }
 
     async def version(
         self, ref: str, version: int, session: AsyncClientSession | None = None

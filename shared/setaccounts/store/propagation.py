@@ -29,10 +29,12 @@ from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionC
 
 log = structlog.get_logger(__name__)
 
-# Most resources one `update_many` names: SecantusDB spends about half the server CPU per resource on
-# statements of 25 ids that it spends on one statement per resource, and more again on larger `$in`s
-# (`benchmarks/store_costs.py`).
-WRITE_CHUNK = 25
+# Most resources one `update_many` names, unless the store's profile says otherwise
+# (`Settings.store_write_chunk`): one statement commits (and journals) once for all of them. A store whose
+# cost per resource grows with the statement wants smaller ones: the development store spends about half the
+# server CPU per resource on statements of 25 ids that it spends on one statement per resource, and more
+# again on larger `$in`s (`benchmarks/store_costs.py`), so its launcher sets 25.
+WRITE_CHUNK = 1000
 
 
 class Mark(TypedDict):
@@ -118,13 +120,13 @@ class GroupWrite:
         return UpdateMany({"_id": {"$in": self.ids}, "version": self.version}, {"$set": self.fields})
 
 
-def grouped_writes(writes: Iterable[tuple[Document, Applied]]) -> list[GroupWrite]:
+def grouped_writes(writes: Iterable[tuple[Document, Applied]], chunk: int = WRITE_CHUNK) -> list[GroupWrite]:
     """The guarded writes for applied changes (the document read, what applying made of it), each landing
     only where the version read is still current.
 
     Resources read at the same version that get exactly the same fields (in a propagation, most members of a
     compartment: same accounts, same compartments, same mark) share one `update_many` of up to
-    `WRITE_CHUNK` ids: the store commits (and journals) once per statement, not once per resource. One
+    `chunk` ids: the store commits (and journals) once per statement, not once per resource. One
     `Applied` shared by many resources (`Propagation` decides alike members once) is encoded once.
     """
     encoded: dict[int, tuple[Applied, dict[str, Any], bytes]] = {}  # by id(); holds the Applied alive
@@ -137,9 +139,9 @@ def grouped_writes(writes: Iterable[tuple[Document, Applied]]) -> list[GroupWrit
         _, fields, key = known
         groups.setdefault((before["version"], key), (fields, []))[1].append(before["_id"])
     return [
-        GroupWrite(ids[i : i + WRITE_CHUNK], version, fields)
+        GroupWrite(ids[i : i + chunk], version, fields)
         for (version, _), (fields, ids) in groups.items()
-        for i in range(0, len(ids), WRITE_CHUNK)
+        for i in range(0, len(ids), chunk)
     ]
 
 
@@ -173,8 +175,9 @@ def decide(app: Application, document: Document, held: dict[str, list[str]], now
 
 
 class Propagation:
-    def __init__(self, resources: ResourceStore) -> None:
+    def __init__(self, resources: ResourceStore, write_chunk: int = WRITE_CHUNK) -> None:
         self.resources = resources
+        self.write_chunk = write_chunk
 
     async def apply(self, applications: Sequence[Application]) -> list[Outcome]:
         """Apply in order (several to one resource fold into one write); one outcome per application:
@@ -196,8 +199,8 @@ class Propagation:
         (in a propagation, nearly a whole compartment) are decided once (`alike_key`): deciding and
         encoding each member cost 40 µs of CPU in one measurement, its key 6 µs."""
         refs = sorted({applications[i].resource for i in pending})
-        # Whole documents: history keeps the version being replaced, body included (and on SecantusDB a
-        # projection without the body reads 10-20% slower than the whole document).
+        # Whole documents: history keeps the version being replaced, body included (and on the development
+        # store a projection without the body reads 10-20% slower than the whole document).
         stored = await self.resources.get_many(refs)
         held = await self._held_by_patients(applications, pending, stored)
         written: dict[str, Applied] = {}
@@ -224,7 +227,12 @@ class Propagation:
                 touched[app.resource].append(i)
         if not written:
             return []
-        ops = [w.op() for w in grouped_writes((stored[r], applied) for r, applied in written.items())]
+        ops = [
+            w.op()
+            for w in grouped_writes(
+                ((stored[r], applied) for r, applied in written.items()), self.write_chunk
+            )
+        ]
         await self.resources.history.keep(
             stored[r] for r, applied in written.items() if _new_version(stored[r], applied.document)
         )

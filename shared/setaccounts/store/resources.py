@@ -13,7 +13,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.store.history import HistoryStore
-from setaccounts.store.lookup import by_ids
+from setaccounts.store.lookup import READ_CHUNK, by_ids
 from setaccounts.store.meta import Document
 
 # How often a write that lost a race with another writer reads again and retries (one policy everywhere).
@@ -29,10 +29,11 @@ def now() -> datetime:
 
 
 class ResourceStore:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[Document], read_chunk: int = READ_CHUNK) -> None:
         self.db = db
         self.collection: AsyncCollection[Document] = db.resources
-        self.history = HistoryStore(db)
+        self.read_chunk = read_chunk  # most `_id`s one lookup names (the store's profile)
+        self.history = HistoryStore(db, read_chunk)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -52,7 +53,10 @@ class ResourceStore:
     ) -> dict[str, Document]:
         """Stored documents by `Type/id` (tombstones included); missing refs are absent from the result."""
         wanted = list(dict.fromkeys(refs))
-        return {doc["_id"]: doc async for doc in by_ids(self.collection, wanted, projection, session)}
+        return {
+            doc["_id"]: doc
+            async for doc in by_ids(self.collection, wanted, projection, session, self.read_chunk)
+        }
 
     @staticmethod
     def members_filter(owner: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from setaccounts.settings import Settings
 from setaccounts.store.resources import ResourceStore, now
 from setaccounts_api.rest.access import Access
 from setaccounts_api.rest.queries import PUBLIC, SEARCH_INDEXES, scans, search_page
+from setaccounts_api.rest.readers import WindowedReader, read_indexed
 from setaccounts_api.rest.stored_hints import StoredHints
 from setaccounts_api.rest.windows import Hint, WindowHints
 from setaccounts_api.routes.search import confine, parse_params
@@ -93,7 +94,7 @@ async def test_each_search_reads_through_its_index(
     query = confine(parsed, access)
     after = None
     if position == "later page":
-        first = await search_page(ResourceStore(stored), query, None, COUNT)
+        first = await search_page(ResourceStore(stored), query, None, COUNT, read_indexed)
         assert first.documents, "the case should match something"
         after = first.documents[(len(first.documents) - 1) // 2]["_id"]
     planned = scans(query, after)
@@ -176,12 +177,12 @@ async def test_a_page_of_a_large_type_examines_about_a_page(db: Db, settings: Se
     try:
         store, hints = ResourceStore(client[settings.mongodb_database]), WindowHints()
         query = confine(parse_params([], "Observation", strict=True), ADMIN)
-        page = await search_page(store, query, None, COUNT, hints)
+        page = await search_page(store, query, None, COUNT, WindowedReader(hints))
         examined = []
         for _ in range(10):
             finds.filters.clear()
             after = page.documents[-1]["_id"]
-            page = await search_page(store, query, after, COUNT, hints)
+            page = await search_page(store, query, after, COUNT, WindowedReader(hints))
             assert page.documents[0]["_id"] > after and len(page.documents) == COUNT
             examined.append(await docs_examined(db, finds))
     finally:
@@ -226,7 +227,7 @@ async def test_a_restarted_api_reads_a_first_page_where_the_last_one_found_the_i
             ("restarted, hints not kept", WindowHints()),
         ):
             finds.filters.clear()
-            page = await search_page(store, query, None, COUNT, hints)
+            page = await search_page(store, query, None, COUNT, WindowedReader(hints))
             pages[label] = [doc["_id"] for doc in page.documents]
             examined[label] = await docs_examined(db, finds)
     finally:
@@ -261,7 +262,7 @@ async def test_a_kept_hint_never_changes_what_a_page_holds(db: Db, seed: Seed, k
     async def walk(hints: WindowHints) -> list[str]:
         found, after = [], None
         while True:
-            page = await search_page(ResourceStore(db), query, after, COUNT, hints)
+            page = await search_page(ResourceStore(db), query, after, COUNT, WindowedReader(hints))
             found += [doc["_id"] for doc in page.documents]
             if not page.more:
                 return found
@@ -304,7 +305,11 @@ async def test_a_search_is_answered_when_its_hint_cannot_be_kept(db: Db, seed: S
     query = confine(parse_params([], "Observation", strict=True), ADMIN)
 
     page = await search_page(
-        ResourceStore(db), query, None, COUNT, WindowHints(records=StoredHints(db.search_hints))
+        ResourceStore(db),
+        query,
+        None,
+        COUNT,
+        WindowedReader(WindowHints(records=StoredHints(db.search_hints))),
     )
 
     assert [doc["_id"] for doc in page.documents] == [f"Observation/p1-obs-{i:06d}" for i in range(COUNT)]

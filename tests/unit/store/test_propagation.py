@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from setaccounts.store.meta import accounts_of, prepare_write
 from setaccounts.store.propagation import (
-    WRITE_CHUNK,
     Application,
     Applied,
     alike_key,
@@ -22,6 +21,7 @@ from setaccounts.store.propagation import (
 )
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+CHUNK = 25  # statements of at most this many ids
 
 
 def test_members_gain_target_accounts_and_keep_their_own() -> None:
@@ -108,10 +108,10 @@ def observation(oid: str, accounts: list[str] | None = None, version: int = 1) -
 
 
 def test_grouped_writes_give_each_resource_exactly_its_own_guarded_change() -> None:
-    """Members that end up alike share statements (of at most WRITE_CHUNK ids); any difference, in the
+    """Members that end up alike share statements (of at most CHUNK ids); any difference, in the
     version read or in what is written, keeps them apart; every member is written once, guarded by the
     version it was read at, with the fields applying gave it."""
-    befores = [observation(f"same{i:03d}") for i in range(WRITE_CHUNK + 3)]
+    befores = [observation(f"same{i:03d}") for i in range(CHUNK + 3)]
     befores += [observation("own", ["Organization/own"]), observation("later", version=4)]
     befores += [observation("other")]
     # already holding the account: only the mark is written, the same fields at different versions
@@ -126,9 +126,9 @@ def test_grouped_writes_give_each_resource_exactly_its_own_guarded_change() -> N
         applied = apply_accounts(before, accounts, target="Patient/p1", seq=1, command_id=command, now=NOW)
         writes.append((before, applied))
 
-    grouped = grouped_writes(writes)
+    grouped = grouped_writes(writes, CHUNK)
 
-    assert all(len(w.ids) <= WRITE_CHUNK for w in grouped)
+    assert all(len(w.ids) <= CHUNK for w in grouped)
     assert len(grouped) == 2 + 5  # the alike members in two statements, then one each for the others
     written = {ref: w for w in grouped for ref in w.ids}
     assert (

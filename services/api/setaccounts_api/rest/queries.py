@@ -10,13 +10,15 @@ page 1 costs. Each query is shaped to hit one index exactly (equalities, then a 
 - else everything: `search_all` = (deleted, _id).
 
 What the driving index does not decide (other groups, types under a compartment) is checked on the
-documents read (`SearchQuery.admits`), reading further batches until the page is full.
+documents read (`SearchQuery.admits`), reading further batches until the page is full. How a scan is read
+is the store profile's business (`rest.readers`): one indexed `find().sort().limit()`, or `_id` windows on a
+store that reads a whole range before it limits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -24,7 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from setaccounts.fhir.references import RESOURCE_TYPES
 from setaccounts.store.meta import Document
 from setaccounts.store.resources import ResourceStore
-from setaccounts_api.rest.windows import Window, WindowHints, read_windows
+from setaccounts_api.rest.windows import Window
 
 PUBLIC = {"resource": 1, "version": 1, "deleted": 1, "type": 1, "compartments": 1}
 ALL_TYPES = tuple(sorted(RESOURCE_TYPES))
@@ -154,26 +156,27 @@ class Page:
     more: bool  # another page follows
 
 
-async def _read_scan(
-    store: ResourceStore,
-    query: SearchQuery,
-    scan: Scan,
-    want: int,
-    hints: WindowHints,
-    session: AsyncClientSession | None,
+class ScanReader(Protocol):
+    """Reads up to `want` documents of one range scan that `query` admits, in `_id` order (`rest.readers`:
+    the store's profile picks one)."""
+
+    async def __call__(
+        self,
+        store: ResourceStore,
+        query: SearchQuery,
+        scan: Scan,
+        want: int,
+        session: AsyncClientSession | None,
+    ) -> list[Document]: ...
+
+
+async def read_range(
+    store: ResourceStore, where: dict[str, Any], limit: int, session: AsyncClientSession | None
 ) -> list[Document]:
-    """Up to `want` documents of one scan that `query` admits, read window by window (`rest.windows`)."""
-    if "_id" in scan.equals:  # primary keys: as many as the caller named, read at once
-        cursor = store.collection.find(scan.equals, PUBLIC, session=session)
-        rows = await cursor.sort("_id", ASCENDING).to_list()
-        return [doc for doc in rows if query.admits(doc)][:want]
-
-    async def read(window: Window, limit: int) -> list[Document]:
-        cursor = store.collection.find(scan.window(window), PUBLIC, session=session)
-        return await cursor.sort("_id", ASCENDING).limit(limit).to_list()
-
-    start = scan.floor if scan.after is None else scan.after
-    return await read_windows(read, query.admits, start, scan.below, want, hints, scan.shape, scan.floor)
+    """The first `limit` documents of one scan's filter (`Scan.where`, `Scan.window`) in `_id` order: one
+    indexed `find().sort().limit()`."""
+    cursor = store.collection.find(where, PUBLIC, session=session)
+    return await cursor.sort("_id", ASCENDING).limit(limit).to_list()
 
 
 async def search_page(
@@ -181,18 +184,22 @@ async def search_page(
     query: SearchQuery,
     after: str | None,
     count: int,
-    hints: WindowHints | None = None,
+    reader: ScanReader,
     session: AsyncClientSession | None = None,
 ) -> Page:
-    """The first `count` matches with an `_id` above `after` (keyset paging), and whether more follow.
-    `hints`: what earlier searches learned about where the ids lie (`rest.windows`)."""
+    """The first `count` matches with an `_id` above `after` (keyset paging), and whether more follow;
+    `reader` reads each range scan."""
     want = count + 1
-    hints = WindowHints() if hints is None else hints
     found: dict[str, Document] = {}
     for scan in scans(query, after):
         if len(found) >= want and sorted(found)[count] < scan.floor:
             break  # every later scan's ids are larger than a full page's
-        for doc in await _read_scan(store, query, scan, want, hints, session):
+        if "_id" in scan.equals:  # primary keys: as many as the caller named, read at once
+            cursor = store.collection.find(scan.equals, PUBLIC, session=session)
+            rows = [doc for doc in await cursor.sort("_id", ASCENDING).to_list() if query.admits(doc)]
+        else:
+            rows = await reader(store, query, scan, want, session)
+        for doc in rows[:want]:
             found[doc["_id"]] = doc
     ordered = [found[key] for key in sorted(found)]
     return Page(ordered[:count], len(ordered) > count)

@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DocumentTooLarge, DuplicateKeyError
 
 from setaccounts.fhir.outcomes import FhirError
+from setaccounts.store.lookup import READ_CHUNK
 from setaccounts.store.meta import Document, Resource
 from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionConflict, now
 from setaccounts_api.rest.access import Access
@@ -29,8 +30,8 @@ class RestStore(ResourceStore):
     """The shared reads, plus create / read / update / delete as the REST API and Bundles perform them,
     each on behalf of one caller (`access`: what it may see and write, and the inheritance rule)."""
 
-    def __init__(self, db: AsyncDatabase[Document], access: Access) -> None:
-        super().__init__(db)
+    def __init__(self, db: AsyncDatabase[Document], access: Access, read_chunk: int = READ_CHUNK) -> None:
+        super().__init__(db, read_chunk)
         self.access = access
 
     async def apply(self, changes: Sequence[Change], session: AsyncClientSession | None = None) -> None:

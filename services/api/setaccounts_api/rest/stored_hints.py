@@ -1,8 +1,9 @@
 """Window hints kept in the `search_hints` collection (`rest.windows`), one document per scan shape.
 
-SecantusDB cannot say where an index range's ids begin without decoding the whole range, so the first
-search of a shape over ids that cluster far from the range's start reads the range (11 s for 100,000
-Observations). Kept here, that is paid once per store, not once per start of each API replica.
+A store without limit pushdown cannot say where an index range's ids begin without decoding the whole
+range, so the first search of a shape over ids that cluster far from the range's start reads the range
+(11 s for 100,000 Observations on the development store). Kept here, that is paid once per store, not
+once per start of each API replica.
 
 A hint only ever decides how wide the windows of a search are, never what it returns: a hint another
 replica wrote, one left over from data since deleted, or one that cannot be read makes a search cheaper or

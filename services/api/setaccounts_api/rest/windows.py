@@ -1,10 +1,11 @@
-"""Reading a keyset page in `_id` windows, for stores that read a whole index range before they limit.
+"""Reading a keyset page in `_id` windows, for stores that read a whole index range before they limit
+(`StoreProfile.limit_pushdown` False; `rest.readers` picks this only then).
 
-SecantusDB, the embedded store, gathers and decodes every document an index range matches and only then
-applies `limit`: "the next 101 Observations after x" costs every Observation after x (4.3 s for page 1 of
-100,000). A range bounded above costs only what lies in it, so a scan is read window by window:
+Such a store gathers and decodes every document an index range matches and only then applies `limit`: "the
+next 101 Observations after x" costs every Observation after x (4.3 s for page 1 of 100,000 on the
+development store). A range bounded above costs only what lies in it, so a scan is read window by window:
 `(after, b1)`, `[b1, b2)`, ... each bounded by `$lt`, until the page is full or the scan's end is reached,
-where the last window is open. On MongoDB, which stops at the limit, a window costs a round trip.
+where the last window is open. On a store that stops at the limit, a window would only cost round trips.
 
 Windows are sized in a number space over `_id`s (`position`): the first `DIGITS` characters, each read as
 its rank in `ALPHABET` (the characters of FHIR ids and types, '/' and '.' and '-', in ASCII order), as a

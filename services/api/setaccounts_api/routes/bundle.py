@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from setaccounts_api.deps import DbDep, SettingsDep
+from setaccounts_api.deps import SettingsDep, StoresDep
 from setaccounts_api.fhir_body import check_resource, fhir_base, preferences, read_json
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.rest.bundle_runs import run_batch, run_transaction
 from setaccounts_api.rest.bundles import parse_bundle
-from setaccounts_api.rest.store import RestStore
 from setaccounts_api.security import AccessDep
 
 router = APIRouter(tags=["bundle"])
@@ -18,11 +17,11 @@ router = APIRouter(tags=["bundle"])
 @router.post("", response_class=FhirResponse)
 @router.post("/", response_class=FhirResponse, include_in_schema=False)
 async def process_bundle(
-    request: Request, db: DbDep, settings: SettingsDep, access: AccessDep
+    request: Request, stores: StoresDep, settings: SettingsDep, access: AccessDep
 ) -> FhirResponse:
     """Entries answer status, location, etag and lastModified; resources on `return=representation`."""
     parsed = parse_bundle(await read_json(request), check_resource, settings.max_bundle_entries)
-    store, base = RestStore(db, access), fhir_base(request, settings)
+    store, base = stores.rest(access), fhir_base(request, settings)
     with_resources = preferences(request).get("return") == "representation"
     if parsed.kind == "transaction":
         return fhir(await run_transaction(store, parsed, base, with_resources=with_resources))

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 
 from setaccounts.fhir.outcomes import invalid, operation_outcome
 from setaccounts.store.meta import Document
-from setaccounts_api.deps import DbDep, SettingsDep
+from setaccounts_api.deps import SettingsDep, StoresDep
 from setaccounts_api.fhir_body import (
     check_id,
     check_resource,
@@ -27,7 +27,6 @@ from setaccounts_api.fhir_body import (
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.rest.decisions import Change
 from setaccounts_api.rest.etags import etag
-from setaccounts_api.rest.store import RestStore
 from setaccounts_api.security import AccessDep
 
 router = APIRouter(tags=["crud"])
@@ -67,11 +66,11 @@ def change_response(change: Change, request: Request, base: str) -> Response:
 
 @router.post("/{resource_type}", status_code=201, response_class=FhirResponse)
 async def create(
-    resource_type: str, request: Request, db: DbDep, settings: SettingsDep, access: AccessDep
+    resource_type: str, request: Request, stores: StoresDep, settings: SettingsDep, access: AccessDep
 ) -> Response:
     check_type(resource_type)
     resource = check_resource(await read_json(request), resource_type)
-    change = await RestStore(db, access).create(resource)
+    change = await stores.rest(access).create(resource)
     return change_response(change, request, fhir_base(request, settings))
 
 
@@ -79,13 +78,13 @@ async def create(
 async def read(
     resource_type: str,
     resource_id: str,
-    db: DbDep,
+    stores: StoresDep,
     settings: SettingsDep,
     request: Request,
     access: AccessDep,
 ) -> Response:
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    change = await RestStore(db, access).read(ref)
+    change = await stores.rest(access).read(ref)
     return fhir(change.document["resource"], 200, _read_headers(change, fhir_base(request, settings)))
 
 
@@ -94,7 +93,7 @@ async def vread(
     resource_type: str,
     resource_id: str,
     version_id: str,
-    db: DbDep,
+    stores: StoresDep,
     settings: SettingsDep,
     request: Request,
     access: AccessDep,
@@ -104,7 +103,7 @@ async def vread(
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
     if not version_id.isdigit():
         raise invalid(f"invalid version id {version_id!r}: expected a number")
-    change = await RestStore(db, access).read(ref, int(version_id))
+    change = await stores.rest(access).read(ref, int(version_id))
     return fhir(change.document["resource"], 200, _read_headers(change, fhir_base(request, settings)))
 
 
@@ -119,7 +118,7 @@ async def update(
     resource_type: str,
     resource_id: str,
     request: Request,
-    db: DbDep,
+    stores: StoresDep,
     settings: SettingsDep,
     access: AccessDep,
     if_match: IfMatch = None,
@@ -129,15 +128,15 @@ async def update(
     check_id(resource_id)
     version = parse_if_match(if_match)
     resource = check_resource(await read_json(request), resource_type, resource_id)
-    change = await RestStore(db, access).update(resource, version)
+    change = await stores.rest(access).update(resource, version)
     return change_response(change, request, fhir_base(request, settings))
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204)
 async def delete(
-    resource_type: str, resource_id: str, db: DbDep, access: AccessDep, if_match: IfMatch = None
+    resource_type: str, resource_id: str, stores: StoresDep, access: AccessDep, if_match: IfMatch = None
 ) -> Response:
     """Tombstone the resource (later reads answer 410); deleting it again is a no-op 204."""
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
-    change = await RestStore(db, access).delete(ref, parse_if_match(if_match))
+    change = await stores.rest(access).delete(ref, parse_if_match(if_match))
     return Response(status_code=204, headers={"ETag": etag(change.document["version"])})

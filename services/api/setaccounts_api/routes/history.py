@@ -6,11 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from setaccounts.fhir.outcomes import invalid
-from setaccounts_api.deps import DbDep, SettingsDep
+from setaccounts_api.deps import SettingsDep, StoresDep
 from setaccounts_api.fhir_body import check_id, check_type, fhir_base, preferences
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.rest.history import history_bundle
-from setaccounts_api.rest.store import RestStore
 from setaccounts_api.routes.search import DEFAULT_COUNT, IGNORED, MAX_COUNT
 from setaccounts_api.security import AccessDep
 
@@ -44,7 +43,7 @@ async def history_instance(
     resource_type: str,
     resource_id: str,
     request: Request,
-    db: DbDep,
+    stores: StoresDep,
     settings: SettingsDep,
     access: AccessDep,
 ) -> FhirResponse:
@@ -53,5 +52,5 @@ async def history_instance(
     ref = f"{check_type(resource_type)}/{check_id(resource_id)}"
     strict = preferences(request).get("handling") == "strict"
     count, cursor = parse_paging(request.query_params.multi_items(), strict)
-    page = await RestStore(db, access).history_page(ref, cursor, count)
+    page = await stores.rest(access).history_page(ref, cursor, count)
     return fhir(history_bundle(ref, page, fhir_base(request, settings), count, cursor))

@@ -18,9 +18,8 @@ from setaccounts.jobs import Job, JobStore
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
 from setaccounts.store.meta import Document
-from setaccounts.store.resources import ResourceStore
 from setaccounts_api.answers import RETRY_AFTER_SECONDS, accepted, job_answer, status_url
-from setaccounts_api.deps import DbDep, ProducerDep, SettingsDep
+from setaccounts_api.deps import ProducerDep, SettingsDep, StoresDep
 from setaccounts_api.dry_run import DryRuns, preview
 from setaccounts_api.dry_run import failed as dry_run_failed
 from setaccounts_api.dry_run import output as dry_run_output
@@ -54,14 +53,14 @@ def _register(operation: str) -> None:
         resource_type: str,
         resource_id: str,
         request: Request,
-        db: DbDep,
+        stores: StoresDep,
         producer: ProducerDep,
         settings: SettingsDep,
         principal: PrincipalDep,
         prefer: PreferHeader = None,
     ) -> FhirResponse:
         return await _run(
-            operation, resource_type, resource_id, request, db, producer, settings, principal, prefer
+            operation, resource_type, resource_id, request, stores, producer, settings, principal, prefer
         )
 
     name = operation.replace("-", "_")
@@ -86,7 +85,7 @@ async def _run(
     resource_type: str,
     resource_id: str,
     request: Request,
-    db: DbDep,
+    stores: StoresDep,
     producer: ProducerDep,
     settings: SettingsDep,
     principal: PrincipalDep,
@@ -95,13 +94,15 @@ async def _run(
     require_admin(principal, f"${operation}")
     target = f"{check_type(resource_type)}/{check_id(resource_id)}"
     params = parse_input(await read_json(request), operation)
-    stored = await ResourceStore(db).get(target)
+    stored = await stores.resources().get(target)
     if stored is None:
         raise not_found(target)
     if stored.get("deleted"):
         raise FhirError(410, "deleted", f"{target} was deleted")
     if params.dry_run:
-        return await _dry_run(request, db, settings, principal, prefer, stored, OPERATIONS[operation], params)
+        return await _dry_run(
+            request, stores, settings, principal, prefer, stored, OPERATIONS[operation], params
+        )
 
     command = SetAccountsCommand(
         command_id=str(uuid.uuid4()),
@@ -111,7 +112,7 @@ async def _run(
         propagate=params.propagate,
         requested_by=principal.requested_by,
     )
-    jobs = JobStore(db)
+    jobs = stores.jobs()
     job = await jobs.ensure(command)
     try:
         await publish(producer, settings.topics.commands, command)
@@ -147,7 +148,7 @@ def _respond_async(prefer: str | None) -> bool:
 
 async def _dry_run(
     request: Request,
-    db: DbDep,
+    stores: StoresDep,
     settings: SettingsDep,
     principal: PrincipalDep,
     prefer: str | None,
@@ -159,10 +160,9 @@ async def _dry_run(
     that would change, at most `_count`), or 202 and a status URL this process serves from memory when
     asked to respond async or when the compartment is larger than `dry_run_async_above`."""
     sample_size = _sample_size(request)
-    run = functools.partial(preview, db, stored, mode, params.accounts, propagate=params.propagate)
-    large = params.propagate and (
-        await ResourceStore(db).count_members(stored["_id"]) > settings.dry_run_async_above
-    )
+    store = stores.resources()
+    run = functools.partial(preview, store, stored, mode, params.accounts, propagate=params.propagate)
+    large = params.propagate and await store.count_members(stored["_id"]) > settings.dry_run_async_above
     if not (large or _respond_async(prefer)):
         return fhir(dry_run_output(await run(sample_size=sample_size), with_sample=True))
     run_id = _dry_runs(request).start(asyncio.create_task(run(sample_size=0)), principal.requested_by)

@@ -27,12 +27,12 @@ from setaccounts.fhir.outcomes import invalid
 from setaccounts.fhir.references import parse_reference
 from setaccounts.store.meta import Resource
 from setaccounts.store.resources import ResourceStore
-from setaccounts_api.deps import DbDep, SettingsDep, WindowHintsDep
+from setaccounts_api.deps import SettingsDep, StoresDep
 from setaccounts_api.fhir_body import check_id, check_type, fhir_base, preferences
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.rest.access import Access, forbidden
 from setaccounts_api.rest.decisions import new_id
-from setaccounts_api.rest.queries import Page, SearchQuery, count_matches, search_offset, search_page
+from setaccounts_api.rest.queries import Page, SearchQuery, count_matches, search_offset
 from setaccounts_api.security import AccessDep
 
 router = APIRouter(tags=["search"])
@@ -192,21 +192,20 @@ def confine(parsed: Parsed, access: Access) -> SearchQuery:
 
 async def _search(
     request: Request,
-    db: DbDep,
+    stores: StoresDep,
     settings: SettingsDep,
-    hints: WindowHintsDep,
     resource_type: str | None,
     access: Access,
 ) -> FhirResponse:
     strict = preferences(request).get("handling") == "strict"
     parsed = parse_params(request.query_params.multi_items(), resource_type, strict)
-    store, query = ResourceStore(db), confine(parsed, access)
+    store, query = stores.resources(), confine(parsed, access)
     if parsed.count == 0:
         page = Page([], False)
     elif parsed.offset and parsed.after is None:
         page = await search_offset(store, query, parsed.offset, parsed.count)
     else:
-        page = await search_page(store, query, parsed.after, parsed.count, hints)
+        page = await stores.search_page(query, parsed.after, parsed.count)
     total = await _total(store, query, parsed, page)
     base = fhir_base(request, settings)
     url = f"{base}/{resource_type}" if resource_type else base
@@ -228,19 +227,18 @@ async def _total(store: ResourceStore, query: SearchQuery, parsed: Parsed, page:
 @router.get("", response_class=FhirResponse)
 @router.get("/", response_class=FhirResponse, include_in_schema=False)
 async def search_system(
-    request: Request, db: DbDep, settings: SettingsDep, hints: WindowHintsDep, access: AccessDep
+    request: Request, stores: StoresDep, settings: SettingsDep, access: AccessDep
 ) -> FhirResponse:
     """Across types: `_type` narrows, none means every type (e.g. everything in a compartment)."""
-    return await _search(request, db, settings, hints, None, access)
+    return await _search(request, stores, settings, None, access)
 
 
 @router.get("/{resource_type}", response_class=FhirResponse)
 async def search_type(
     resource_type: str,
     request: Request,
-    db: DbDep,
+    stores: StoresDep,
     settings: SettingsDep,
-    hints: WindowHintsDep,
     access: AccessDep,
 ) -> FhirResponse:
-    return await _search(request, db, settings, hints, check_type(resource_type), access)
+    return await _search(request, stores, settings, check_type(resource_type), access)
