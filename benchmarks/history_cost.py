@@ -28,7 +28,7 @@ from setaccounts.mongo import ensure_indexes
 from setaccounts.store.meta import Document, prepare_write
 from setaccounts.store.propagation import Application, Propagation
 from setaccounts.store.resources import ResourceStore
-from setaccounts_dev.engines import start_secantus
+from setaccounts_dev.engines.secantus import start_secantus
 
 BATCH = 1000  # SETACCOUNTS_APPLY_BATCH_SIZE's default: one apply per consumed batch
 SEED_CHUNK = 5000

@@ -47,7 +47,8 @@ from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL
 from setaccounts.topics import create_topics
 from setaccounts_dev.commands import api_command
-from setaccounts_dev.engines import Engines, engines, free_port
+from setaccounts_dev.engines import Engines, engines
+from setaccounts_dev.engines.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"

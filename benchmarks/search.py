@@ -35,7 +35,8 @@ from setaccounts.mongo import ensure_indexes
 from setaccounts_api.routes.search import encode_cursor
 from setaccounts_dev.commands import api_command
 from setaccounts_dev.devkeys import claims_for, dev_auth_env, ensure_dev_key
-from setaccounts_dev.engines import Engines, engines, free_port
+from setaccounts_dev.engines import Engines, engines
+from setaccounts_dev.engines.processes import free_port
 
 BEGIN, END = "<!-- search-bench:begin -->", "<!-- search-bench:end -->"
 TARGETS = {"id": 0.020, "page": 0.300}  # seconds: `_id` lookups, any page of 100

@@ -47,9 +47,11 @@ from setaccounts.store.history import HistoryStore
 from setaccounts.store.resources import ResourceStore
 from setaccounts.topics import create_topics
 from setaccounts_dev.engines import Engines, engines
+from setaccounts_dev.engines.secantus import TUNING
 
 CHUNKS = (100, 50, 25, 10)
-IN_CHUNK, WRITE_CHUNK = 50, 25  # the development store's chunk sizes, as its launcher sets them
+# The development store's chunk sizes, as its launcher sets them.
+IN_CHUNK, WRITE_CHUNK = TUNING["store_read_chunk"], TUNING["store_write_chunk"]
 PAGE = 1000  # the planner's page and the applier's largest batch
 BEGIN, END = "<!-- store-costs:begin -->", "<!-- store-costs:end -->"
 READ = f"read whole documents, `$in` of {IN_CHUNK} ids"

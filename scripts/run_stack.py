@@ -25,7 +25,8 @@ from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_dev.commands import api_command, propagator_command
 from setaccounts_dev.devkeys import dev_auth_env
-from setaccounts_dev.engines import EngineError, Engines, die_with_parent, engines
+from setaccounts_dev.engines import EngineError, Engines, engines
+from setaccounts_dev.engines.processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST, PORT = os.environ.get("SETACCOUNTS_HOST", "127.0.0.1"), int(os.environ.get("SETACCOUNTS_PORT", "8000"))

@@ -13,7 +13,7 @@ import httpx
 
 from setaccounts.settings import Settings
 from setaccounts_dev.commands import api_command, propagator_command
-from setaccounts_dev.engines import free_port
+from setaccounts_dev.engines.processes import free_port
 
 
 def _env(settings: Settings) -> dict[str, str]:

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from setaccounts_dev.engines import KAFKA_IMAGE, apache_kafka_unavailable, kafka_classpath, kafka_version
+from setaccounts_dev.engines.apache_kafka import apache_kafka_unavailable, kafka_classpath, kafka_version
+from setaccounts_dev.engines.docker import KAFKA_IMAGE
 
 pytestmark = pytest.mark.integration
 

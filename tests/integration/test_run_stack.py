@@ -22,7 +22,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import SetAccountsCommand
 from setaccounts.settings import Settings
-from setaccounts_dev.engines import Engines, free_port
+from setaccounts_dev.engines import Engines
+from setaccounts_dev.engines.processes import free_port
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources
 

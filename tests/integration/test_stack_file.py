@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from setaccounts_dev.engines import free_port
+from setaccounts_dev.engines.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

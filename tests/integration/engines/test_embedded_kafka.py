@@ -11,16 +11,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from setaccounts.kafka import Security, security
 from setaccounts.settings import Settings
-from setaccounts_dev import engines as engines_module
-from setaccounts_dev.engines import (
-    EMBEDDED_KAFKA_VAR,
-    EngineError,
-    apache_kafka_unavailable,
-    embedded_kafka_choice,
-    kafka_classpath,
-    start_apache_kafka,
-    start_embedded_kafka,
-)
+from setaccounts_dev.engines import EngineError, apache_kafka
+from setaccounts_dev.engines.apache_kafka import apache_kafka_unavailable, kafka_classpath, start_apache_kafka
+from setaccounts_dev.engines.embedded import EMBEDDED_KAFKA_VAR, embedded_kafka_choice, start_embedded_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -158,7 +151,7 @@ def test_a_cluster_id_that_starts_with_a_dash_still_formats_the_storage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One random cluster id in 64 starts with "-"; `make run` must not fail to start on it."""
-    monkeypatch.setattr(engines_module, "_kafka_cluster_id", lambda: "-" + "A" * 21)
+    monkeypatch.setattr(apache_kafka, "_kafka_cluster_id", lambda: "-" + "A" * 21)
     proc, _, _ = start_apache_kafka(tmp_path / "kafka")
     try:
         meta = (tmp_path / "kafka" / "kafka-logs" / "meta.properties").read_text()

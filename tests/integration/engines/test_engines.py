@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from setaccounts_dev.engines import EngineError, engines, start_tansu
+from setaccounts_dev.engines import EngineError, engines
+from setaccounts_dev.engines.tansu import start_tansu
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 

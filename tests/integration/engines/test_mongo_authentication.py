@@ -14,7 +14,7 @@ from pymongo.errors import OperationFailure
 
 from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
-from setaccounts_dev.engines import MongoUser, create_mongo_user, start_secantus
+from setaccounts_dev.engines.secantus import MongoUser, create_mongo_user, start_secantus
 from tests.helpers.resources import patient_with_members, store_resources
 
 pytestmark = pytest.mark.integration

@@ -15,13 +15,11 @@ import pytest
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
 from setaccounts_api.routes.health import CHECK_TIMEOUT
-from setaccounts_dev.engines import (
-    PLAINTEXT,
-    EmbeddedProcess,
-    start_embedded_kafka,
-    start_secantus,
-    start_tansu,
-)
+from setaccounts_dev.engines import PLAINTEXT
+from setaccounts_dev.engines.embedded import start_embedded_kafka
+from setaccounts_dev.engines.processes import EmbeddedProcess
+from setaccounts_dev.engines.secantus import start_secantus
+from setaccounts_dev.engines.tansu import start_tansu
 from tests.helpers.auth import Issuer
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]

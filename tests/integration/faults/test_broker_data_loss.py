@@ -19,7 +19,8 @@ from setaccounts.kafka import security
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
-from setaccounts_dev.engines import PLAINTEXT, start_tansu
+from setaccounts_dev.engines import PLAINTEXT
+from setaccounts_dev.engines.tansu import start_tansu
 from tests.helpers.auth import Issuer, bearer
 from tests.helpers.faults import wait_final, wait_marked
 from tests.helpers.parameters import outputs, parameters

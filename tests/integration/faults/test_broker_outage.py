@@ -22,7 +22,10 @@ from setaccounts.events import COMMANDS, RESULTS, UPDATES, SetAccountsCommand
 from setaccounts.kafka import partitions_of, security
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
-from setaccounts_dev.engines import PLAINTEXT, embedded_kafka_choice, start_apache_kafka, start_tansu
+from setaccounts_dev.engines import PLAINTEXT
+from setaccounts_dev.engines.apache_kafka import start_apache_kafka
+from setaccounts_dev.engines.embedded import embedded_kafka_choice
+from setaccounts_dev.engines.tansu import start_tansu
 from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command

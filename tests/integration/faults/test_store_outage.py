@@ -21,7 +21,7 @@ from setaccounts.kafka import read_topic
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
-from setaccounts_dev.engines import start_secantus
+from setaccounts_dev.engines.secantus import start_secantus
 from tests.helpers.auth import Issuer, bearer
 from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
 from tests.helpers.parameters import parameters
