@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -201,85 +199,3 @@ async def topics_metadata(client: AIOKafkaClient, topics: Sequence[str]) -> Clus
         metadata.update_metadata(response)
         return metadata
     raise error
-
-
-async def partitions_of(
-    bootstrap_servers: str, topic: str, *, secured: Security | None = None
-) -> list[TopicPartition]:
-    """A topic's partitions; none if it does not exist (asked of the admin API, which never creates it).
-
-    `secured`: the connection options of `security(settings)` (none: plaintext)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(secured or {}))
-    await admin.start()
-    try:
-        if topic not in set(await admin.list_topics()):
-            return []
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    numbers = sorted(p["partition"] for t in described if t["topic"] == topic for p in t["partitions"])
-    return [TopicPartition(topic, n) for n in numbers]
-
-
-class ReplayStalled(RuntimeError):
-    """The broker stopped returning records before the end offsets were reached; retriable."""
-
-
-async def replay(
-    bootstrap_servers: str,
-    topic: str,
-    *,
-    on_start: Callable[[int], None] | None = None,
-    stall_seconds: float = 60.0,
-    secured: Security | None = None,
-) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` from the beginning up to the end offsets seen at start.
-
-    No group id: no committed offsets, no rebalance, so a replay never disturbs the live consumer groups,
-    and it always ends even while producers keep writing. `on_start` receives the number of records ahead.
-    """
-    tps = await partitions_of(bootstrap_servers, topic, secured=secured)
-    if not tps:
-        return
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        **(secured or {}),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=5000,
-        fetch_max_bytes=16 * 1024 * 1024,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        start, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > start[tp]}
-        if on_start is not None:
-            on_start(sum(end[tp] - start[tp] for tp in remaining))
-        if not remaining:
-            return
-        await consumer.seek_to_beginning(*remaining)
-        last_progress = time.monotonic()
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset < end[tp]:
-                        yield record
-            for tp in list(remaining):
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-            if batches:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > stall_seconds:
-                raise ReplayStalled(f"no records from {topic} for {stall_seconds:.0f}s before its end")
-    finally:
-        await consumer.stop()
-
-
-async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """All of `replay` as a list, connected as `settings` say (small topics: tests, examples)."""
-    servers = settings.kafka_bootstrap_servers
-    return [record async for record in replay(servers, topic, secured=security(settings))]

@@ -8,8 +8,8 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
+from tests.helpers.topics import read_topic
 
 Db = AsyncDatabase[dict[str, Any]]
 

@@ -7,8 +7,9 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer
 
-from setaccounts.kafka import partitions_of, security
+from setaccounts.kafka import security
 from setaccounts.settings import Settings
+from setaccounts_audit.replay import partitions_of
 
 
 async def rewind_group(settings: Settings, role: str, topic: str) -> None:

@@ -18,13 +18,12 @@ from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from setaccounts import stack_file
-from setaccounts.kafka import ReplayStalled
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_audit.history import since as since_filter
 from setaccounts_audit.redrive import RedriveRefused, redrive, requester
 from setaccounts_audit.render import Format, print_log, print_redrive, print_report
-from setaccounts_audit.replay import load_history
+from setaccounts_audit.replay import ReplayStalled, load_history
 from setaccounts_audit.verify import verify_store
 
 EXIT_DRIFT = 1

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -27,7 +28,7 @@ from setaccounts.events import (
     SetAccountsCommand,
     command_envelope,
 )
-from setaccounts.kafka import partitions_of, replay, security
+from setaccounts.kafka import Security, security
 from setaccounts.settings import Settings
 from setaccounts_audit.history import History, Rejected
 
@@ -36,13 +37,89 @@ WaitForFinish = Callable[[str, float], Awaitable[CommandFinished]]
 PROGRESS_THRESHOLD = 20_000  # records: below this a read is quick and a bar would only flicker
 
 
+async def partitions_of(
+    bootstrap_servers: str, topic: str, *, secured: Security | None = None
+) -> list[TopicPartition]:
+    """A topic's partitions; none if it does not exist (asked of the admin API, which never creates it).
+
+    `secured`: the connection options of `security(settings)` (none: plaintext)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **(secured or {}))
+    await admin.start()
+    try:
+        if topic not in set(await admin.list_topics()):
+            return []
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    numbers = sorted(p["partition"] for t in described if t["topic"] == topic for p in t["partitions"])
+    return [TopicPartition(topic, n) for n in numbers]
+
+
+class ReplayStalled(RuntimeError):
+    """The broker stopped returning records before the end offsets were reached; retriable."""
+
+
+async def read_from_start(
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    stall_seconds: float = 60.0,
+    secured: Security | None = None,
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the beginning up to the end offsets seen at start.
+
+    No group id: no committed offsets, no rebalance, so a replay never disturbs the live consumer groups,
+    and it always ends even while producers keep writing. `on_start` receives the number of records ahead.
+    """
+    tps = await partitions_of(bootstrap_servers, topic, secured=secured)
+    if not tps:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        **(secured or {}),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        start, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if end[tp] > start[tp]}
+        if on_start is not None:
+            on_start(sum(end[tp] - start[tp] for tp in remaining))
+        if not remaining:
+            return
+        await consumer.seek_to_beginning(*remaining)
+        last_progress = time.monotonic()
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset < end[tp]:
+                        yield record
+            for tp in list(remaining):
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+            if batches:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > stall_seconds:
+                raise ReplayStalled(f"no records from {topic} for {stall_seconds:.0f}s before its end")
+    finally:
+        await consumer.stop()
+
+
 async def replay_with_progress(
     settings: Settings, topic: str, *, progress: bool | None = None
 ) -> AsyncIterator[Record]:
     """Every record of `topic` up to the end offsets seen at start, with a progress bar on long reads."""
     show = sys.stderr.isatty() if progress is None else progress
     with _bar(topic, show) as bar:
-        async for record in replay(
+        async for record in read_from_start(
             settings.kafka_bootstrap_servers, topic, on_start=bar.start, secured=security(settings)
         ):
             bar.advance(1)

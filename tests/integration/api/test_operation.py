@@ -9,12 +9,12 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
 from tests.helpers.parameters import outputs, parameters
 from tests.helpers.resources import Seed, patient_with_members
+from tests.helpers.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
 from setaccounts.events import SetAccountsCommand
-from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_dev.engines import PLAINTEXT, Engines, KafkaSecurity
 from setaccounts_dev.engines.apache_kafka import apache_kafka_unavailable, start_apache_kafka
 from tests.helpers.publishing import send_command
+from tests.helpers.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

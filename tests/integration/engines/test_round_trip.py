@@ -9,8 +9,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events.wire import Encoded
-from setaccounts.kafka import make_consumer, make_producer, partitions_of, security, send_encoded
+from setaccounts.kafka import make_consumer, make_producer, security, send_encoded
 from setaccounts.settings import Settings
+from setaccounts_audit.replay import partitions_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 

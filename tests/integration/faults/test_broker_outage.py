@@ -19,9 +19,10 @@ from aiokafka import AIOKafkaConsumer
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import COMMANDS, RESULTS, UPDATES, SetAccountsCommand
-from setaccounts.kafka import partitions_of, security
+from setaccounts.kafka import security
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
+from setaccounts_audit.replay import partitions_of
 from setaccounts_dev.engines import PLAINTEXT
 from setaccounts_dev.engines.apache_kafka import start_apache_kafka
 from setaccounts_dev.engines.embedded import embedded_kafka_choice

@@ -17,7 +17,6 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from setaccounts.events import SetAccountsCommand
-from setaccounts.kafka import read_topic
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
@@ -29,6 +28,7 @@ from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources
 from tests.helpers.roles import roles
+from tests.helpers.topics import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MEMBERS = 1500

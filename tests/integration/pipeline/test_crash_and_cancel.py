@@ -13,13 +13,13 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import RESULTS, CommandFinished, SetAccountsCommand
-from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from tests.helpers.jobs import wait_job
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import Seed, patient_with_members
 from tests.helpers.roles import roles
+from tests.helpers.topics import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MEMBERS = 3000

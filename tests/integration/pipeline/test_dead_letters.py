@@ -13,12 +13,12 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import RESULTS, CommandFailed, CommandFinished, SetAccountsCommand
-from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from tests.helpers.jobs import wait_job
 from tests.helpers.publishing import send_command, send_raw
 from tests.helpers.resources import Seed, patient_with_members
 from tests.helpers.roles import roles
+from tests.helpers.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import pytest
 from fastapi import FastAPI
 from pymongo.asynchronous.database import AsyncDatabase
 
-from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from tests.helpers.parameters import outputs, parameters
 from tests.helpers.resources import Seed, patient_with_members, shared_member
+from tests.helpers.topics import read_topic
 
 pytestmark = [pytest.mark.integration]
 A, B, C = "Organization/a", "Organization/b", "Organization/c"

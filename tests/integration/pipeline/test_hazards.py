@@ -10,7 +10,6 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import RESULTS, SetAccountsCommand
-from setaccounts.kafka import read_topic
 from setaccounts.settings import Settings
 from setaccounts.store.meta import tombstone
 from setaccounts.store.resources import now
@@ -19,6 +18,7 @@ from tests.helpers.jobs import wait_job
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import Seed, member_accounts, patient_with_members, shared_member
 from tests.helpers.roles import roles
+from tests.helpers.topics import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.events import UPDATES, MemberUpdate, SetAccountsCommand
-from setaccounts.kafka import make_producer, read_topic
+from setaccounts.kafka import make_producer
 from setaccounts.settings import Settings
 from setaccounts.store.meta import COMMAND_SYSTEM
 from setaccounts.store.propagation import Application, Propagation
@@ -21,6 +21,7 @@ from tests.helpers.jobs import wait_job
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import Seed, patient_with_members
 from tests.helpers.roles import roles
+from tests.helpers.topics import read_topic
 
 pytestmark = pytest.mark.integration
 Db = AsyncDatabase[dict[str, Any]]
