@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -54,14 +54,12 @@ class PartitionTally(BaseModel):
     """The aggregator's count of one update partition for one command.
 
     Members reach a partition in increasing order, so `watermark` (the highest member counted) keeps
-    repeats out of the counts. Stored names were `w`, `n`, `c` before; they are still read.
+    repeats out of the counts.
     """
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    watermark: str = Field("", validation_alias=AliasChoices("watermark", "w"))
-    processed: int = Field(0, validation_alias=AliasChoices("processed", "n"))
-    changed: int = Field(0, validation_alias=AliasChoices("changed", "c"))
+    watermark: str = ""
+    processed: int = 0
+    changed: int = 0
     done: bool = False
 
 
@@ -94,9 +92,7 @@ class Job(BaseModel):
     http_status: int | None = None
     rejected: bool = False  # created for an invalid command, to carry its 400
     # aggregator
-    tallies: dict[str, PartitionTally] = Field(
-        default_factory=dict, validation_alias=AliasChoices("tallies", "agg")
-    )
+    tallies: dict[str, PartitionTally] = Field(default_factory=dict)
     processed: int = 0
     resources_updated: int = 0
     resources_changed: int = 0
@@ -331,7 +327,7 @@ class JobStore:
             guard["agg_rev"] = {"$exists": False}
         if aggregate.status is not None:
             guard["status"] = _RUNNING  # a cancel that landed since the read wins: fold again
-        result = await self._jobs.update_one(guard, {"$set": fields, "$unset": {"agg": ""}})
+        result = await self._jobs.update_one(guard, {"$set": fields})
         if result.matched_count == 0:
             raise StaleJob(job.id)
 

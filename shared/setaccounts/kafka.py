@@ -25,9 +25,6 @@ from setaccounts.events import Event, encode, headers_for
 from setaccounts.events.wire import Encoded
 from setaccounts.settings import Settings
 
-DLQ_HEADERS = ("dlq.reason", "dlq.topic", "dlq.partition", "dlq.offset", "dlq.consumer")
-
-
 Security = Mapping[str, Any]
 """Connection options every Kafka client gets: security protocol, TLS context, SASL credentials."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
 
 from setaccounts.settings import Settings
 from setaccounts.store.meta import Document
@@ -22,14 +21,8 @@ def make_client(settings: Settings) -> AsyncMongoClient[Document]:
     )
 
 
-# Indexes earlier versions created that the search indexes below now cover (each is a prefix of one):
-# every index costs every write its upkeep, and `compartments` changes with every accounts change.
-RETIRED = ("compartments", "type")
-INDEX_NOT_FOUND = 27
-
-
 async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
-    """Indexes every service relies on; creating an existing index is a no-op, and retired ones go."""
+    """Indexes every service relies on; creating an existing index is a no-op."""
     await db.resources.create_index([("members_of", ASCENDING), ("_id", ASCENDING)], name="members_of")
     # Searches: equalities first, then `_id` (the order pages are read in, by keyset).
     await db.resources.create_index([("deleted", ASCENDING), ("_id", ASCENDING)], name="search_all")
@@ -41,9 +34,3 @@ async def ensure_indexes(db: AsyncDatabase[Document]) -> None:
     )
     await db.history.create_index([("ref", ASCENDING), ("version", DESCENDING)], name="ref_version")
     await db.jobs.create_index([("target", ASCENDING), ("created_at", ASCENDING)], name="target")
-    for name in RETIRED:
-        try:
-            await db.resources.drop_index(name)
-        except OperationFailure as exc:
-            if exc.code != INDEX_NOT_FOUND:
-                raise

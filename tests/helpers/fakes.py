@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 
-from setaccounts.events import COMMANDS, RESULTS, CancelRequested, Channel, Event, Outcome, SetAccountsCommand
+from setaccounts.events import COMMANDS, RESULTS, CancelRequested, Channel, Effect, Event, SetAccountsCommand
 from setaccounts.events.wire import Encoded, partition_for
 from setaccounts.jobs import Aggregate, Job, StaleJob
 from setaccounts.kafka import encoded
@@ -226,15 +226,15 @@ class FakePropagation:
         self.resources = resources
         self.history: list[Document] = []  # every stored version replaced, as `HistoryStore.keep` keeps
 
-    async def apply(self, applications: Sequence[Application]) -> list[Outcome]:
+    async def apply(self, applications: Sequence[Application]) -> list[Effect]:
         documents = self.resources.documents
         timestamp = _now()
-        outcomes: list[Outcome] = []
+        outcomes: list[Effect] = []
         replaced: dict[str, Document] = {}  # as stored before this batch: the one version it replaces
         for app in applications:
             document = documents.get(app.resource)
             if document is None or document.get("deleted"):
-                outcomes.append(Outcome.GONE)
+                outcomes.append(Effect.GONE)
                 continue
             held = {
                 p: accounts_of((documents.get(p) or {}).get("resource") or {})
@@ -242,7 +242,7 @@ class FakePropagation:
                 if app.remove and p.startswith("Patient/") and p != app.target
             }
             applied = decide(app, document, held, timestamp)
-            outcomes.append(Outcome.CHANGED if applied.changed else Outcome.UNCHANGED)
+            outcomes.append(Effect.CHANGED if applied.changed else Effect.UNCHANGED)
             if applied.write:
                 replaced.setdefault(app.resource, document)
                 documents[app.resource] = applied.document

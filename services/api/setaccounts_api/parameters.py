@@ -31,7 +31,7 @@ def _reference(param: dict[str, Any], index: int) -> str:
     return ref
 
 
-OPERATIONS: dict[str, Mode] = {"set-accounts": "set", "add-accounts": "add", "remove-accounts": "remove"}
+OPERATION_MODES: dict[str, Mode] = {"set-accounts": "set", "add-accounts": "add", "remove-accounts": "remove"}
 
 
 def parse_input(body: Any, operation: str = "set-accounts") -> SetAccountsInput:
@@ -60,7 +60,7 @@ def parse_input(body: Any, operation: str = "set-accounts") -> SetAccountsInput:
                 f"unknown parameter {name!r}; expected 'accounts', 'propagate' or 'dryRun'",
                 [f"Parameters.parameter[{index}]"],
             )
-    if not accounts and OPERATIONS[operation] != "set":
+    if not accounts and OPERATION_MODES[operation] != "set":
         raise invalid(f"${operation} needs at least one 'accounts' parameter")
     return SetAccountsInput(
         list(dict.fromkeys(accounts)), flags.get("propagate", False), flags.get("dryRun", False)

@@ -20,10 +20,10 @@ from pymongo.errors import PyMongoError
 from setaccounts import stack_file
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
-from setaccounts_audit.history import since as since_filter
+from setaccounts_audit.command_log import since as since_filter
 from setaccounts_audit.redrive import RedriveRefused, redrive, requester
 from setaccounts_audit.render import Format, print_log, print_redrive, print_report
-from setaccounts_audit.replay import ReplayStalled, load_history
+from setaccounts_audit.replay import ReplayStalled, load_log
 from setaccounts_audit.verify import verify_store
 
 EXIT_DRIFT = 1
@@ -47,8 +47,8 @@ async def audit_log(
     progress: bool | None = None,
 ) -> int:
     """Print one line per command (requested at or after `since`); never writes anything."""
-    loaded = await load_history(settings, progress=progress)
-    print_log(since_filter(loaded.history.records(), since), fmt, out, loaded.undecodable)
+    loaded = await load_log(settings, progress=progress)
+    print_log(since_filter(loaded.log.records(), since), fmt, out, loaded.undecodable)
     return 0
 
 
@@ -56,10 +56,10 @@ async def audit_verify(
     settings: Settings, out: IO[str], *, limit: int = 1000, progress: bool | None = None
 ) -> int:
     """Check the store against the log; EXIT_DRIFT when anything differs. Never writes anything."""
-    loaded = await load_history(settings, progress=progress)
+    loaded = await load_log(settings, progress=progress)
     client = make_client(settings)
     try:
-        report = await verify_store(client[settings.mongodb_database], loaded.history.records(), limit=limit)
+        report = await verify_store(client[settings.mongodb_database], loaded.log.records(), limit=limit)
     finally:
         await client.close()
     print_report(report, out)

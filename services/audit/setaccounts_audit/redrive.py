@@ -15,8 +15,8 @@ from setaccounts.events import CommandFinished, SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
 from setaccounts.profile import detect_broker
 from setaccounts.settings import Settings
-from setaccounts_audit.history import CommandRecord, by_target
-from setaccounts_audit.replay import load_history, watch_results
+from setaccounts_audit.command_log import CommandRecord, by_target
+from setaccounts_audit.replay import load_log, watch_results
 
 
 class RedriveRefused(Exception):
@@ -82,8 +82,8 @@ async def redrive(
     wait_seconds: float = 120.0,
 ) -> tuple[SetAccountsCommand, CommandFinished]:
     """Publish the re-drive and wait for its final answer on the results topic."""
-    loaded = await load_history(settings, progress=False)
-    original = choose(loaded.history.records(), command_id, force=force)
+    loaded = await load_log(settings, progress=False)
+    original = choose(loaded.log.records(), command_id, force=force)
     command = redrive_command(original, by)
     producer = make_producer(settings, idempotent=(await detect_broker(settings)).idempotent_producer)
     await producer.start()

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from setaccounts.events import CommandFinished, SetAccountsCommand
-from setaccounts_audit.history import CommandRecord
+from setaccounts_audit.command_log import CommandRecord
 from setaccounts_audit.verify import Report
 
 WIDE = 240  # piped without COLUMNS: do not wrap the table at rich's default 80 columns

@@ -30,7 +30,7 @@ from setaccounts.events import (
 )
 from setaccounts.kafka import Security, security
 from setaccounts.settings import Settings
-from setaccounts_audit.history import History, Rejected
+from setaccounts_audit.command_log import CommandLog, Rejected
 
 Record: TypeAlias = Any  # an aiokafka ConsumerRecord[bytes, bytes]; aiokafka ships no type information
 WaitForFinish = Callable[[str, float], Awaitable[CommandFinished]]
@@ -167,14 +167,14 @@ def _bar(topic: str, show: bool) -> Iterator[_Bar]:
 
 @dataclass
 class Loaded:
-    """The folded history plus what could not be read, so the log can say how complete it is."""
+    """The folded command log plus what could not be read, so the log can say how complete it is."""
 
-    history: History = field(default_factory=History)
+    log: CommandLog = field(default_factory=CommandLog)
     undecodable: int = 0
 
 
-async def load_history(settings: Settings, *, progress: bool | None = None) -> Loaded:
-    """Replay the commands and results topics into a History (read-only)."""
+async def load_log(settings: Settings, *, progress: bool | None = None) -> Loaded:
+    """Replay the commands and results topics into a CommandLog (read-only)."""
     loaded = Loaded()
     async for record in replay_with_progress(settings, settings.topics.commands, progress=progress):
         try:
@@ -184,15 +184,15 @@ async def load_history(settings: Settings, *, progress: bool | None = None) -> L
             if rejected is None:
                 loaded.undecodable += 1  # dead-lettered by the planner: never executed, never answered
             else:
-                loaded.history.add_rejected(rejected)
+                loaded.log.add_rejected(rejected)
             continue
         if isinstance(command, SetAccountsCommand):
-            loaded.history.add_command(command, (record.partition, record.offset))
+            loaded.log.add_command(command, (record.partition, record.offset))
     async for record in replay_with_progress(settings, settings.topics.results, progress=progress):
         if _header(record, "event-type") in {"BatchApplied", "PartitionDone"}:
             continue  # the bulk of the topic, and nothing the log shows: skip parsing it
         try:
-            loaded.history.add_result(RESULTS.decode(record.value))
+            loaded.log.add_result(RESULTS.decode(record.value))
         except EventError:
             loaded.undecodable += 1
     return loaded

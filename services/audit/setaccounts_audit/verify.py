@@ -25,7 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.events import accounts_after
 from setaccounts.fhir.compartments import compartments_of
 from setaccounts.store.meta import Document, accounts_of, content_of
-from setaccounts_audit.history import CommandRecord, by_target
+from setaccounts_audit.command_log import CommandRecord, by_target
 
 STREAM_BATCH = 1000
 

@@ -25,7 +25,7 @@ from setaccounts.events import (
     CommandFailed,
     CommandFinished,
     CommandPlanned,
-    Outcome,
+    Effect,
     PartitionDone,
 )
 from setaccounts.jobs import Aggregate, Job, PartitionTally
@@ -35,7 +35,7 @@ from setaccounts_propagator.ports import Jobs, Publisher
 from setaccounts_propagator.role import Item, RoleHandler
 
 log = structlog.get_logger(__name__)
-COUNTED = (Outcome.CHANGED, Outcome.UNCHANGED)
+COUNTED = (Effect.CHANGED, Effect.UNCHANGED)
 
 
 def aggregate(job: Job, events: Sequence[Any]) -> Aggregate:
@@ -61,7 +61,7 @@ def aggregate(job: Job, events: Sequence[Any]) -> Aggregate:
                     continue  # counted before: a redelivery, a re-plan or a zombie's repeat
                 tally.watermark = member
                 tally.processed += result in COUNTED
-                tally.changed += result == Outcome.CHANGED
+                tally.changed += result == Effect.CHANGED
         elif isinstance(event, PartitionDone):
             tallies.setdefault(str(event.partition), PartitionTally()).done = True
         elif isinstance(event, CommandFailed):

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from setaccounts.events import (
     RESULTS,
     BatchApplied,
+    Effect,
     EndOfCommand,
     Event,
     MemberUpdate,
-    Outcome,
     PartitionDone,
 )
 from setaccounts.metrics import MEMBER_UPDATES
@@ -40,11 +40,11 @@ class Applier(RoleHandler):
             MEMBER_UPDATES.labels(outcome.value).inc(count)
         await self._report(items, [(p, u, o) for (p, u), o in zip(updates, outcomes, strict=True)])
 
-    async def apply(self, updates: Sequence[MemberUpdate]) -> list[Outcome]:
+    async def apply(self, updates: Sequence[MemberUpdate]) -> list[Effect]:
         """Apply updates in order, skipping cancelled commands; returns one outcome per update."""
         cancelled = await self.jobs.cancelled_among(sorted({u.command_id for u in updates}))
         pending = [i for i, u in enumerate(updates) if u.command_id not in cancelled]
-        outcomes: list[Outcome] = [Outcome.CANCELLED] * len(updates)
+        outcomes: list[Effect] = [Effect.CANCELLED] * len(updates)
         applied = await self.propagation.apply(
             [
                 Application(u.member, u.target, u.target_seq, u.command_id, u.add, u.remove)
@@ -55,9 +55,9 @@ class Applier(RoleHandler):
             outcomes[i] = outcome
         return outcomes
 
-    async def _report(self, items: Sequence[Item], applied: list[tuple[int, MemberUpdate, Outcome]]) -> None:
+    async def _report(self, items: Sequence[Item], applied: list[tuple[int, MemberUpdate, Effect]]) -> None:
         """Results per (command, partition) in offset order, then end-of-command markers, all acknowledged."""
-        entries: dict[tuple[str, int], list[tuple[str, Outcome]]] = defaultdict(list)
+        entries: dict[tuple[str, int], list[tuple[str, Effect]]] = defaultdict(list)
         for partition, update, outcome in applied:
             entries[(update.command_id, partition)].append((update.member, outcome))
         events: list[Event] = [

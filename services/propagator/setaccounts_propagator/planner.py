@@ -18,9 +18,9 @@ from setaccounts.events import (
     UPDATES,
     CommandFailed,
     CommandPlanned,
+    Effect,
     EndOfCommand,
     EventError,
-    Outcome,
     SetAccountsCommand,
     accounts_after,
     command_envelope,
@@ -131,10 +131,10 @@ class Planner(RoleHandler):
             command.target, command.target, job.target_seq, command.command_id, after, exact=True
         )
         [outcome] = await self.propagation.apply([application])
-        if outcome == Outcome.GONE:
+        if outcome == Effect.GONE:
             await self._fail(command, 410, "not-found", f"target {command.target} was deleted")
             return False
-        return await self.jobs.mark_target_written(command.command_id, outcome == Outcome.CHANGED)
+        return await self.jobs.mark_target_written(command.command_id, outcome == Effect.CHANGED)
 
     async def _fan_out(self, command: SetAccountsCommand, job: Job) -> tuple[int, list[int]] | None:
         """Emit every member's update, checkpointing after each flushed page; None when cancelled.

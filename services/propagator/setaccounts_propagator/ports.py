@@ -10,7 +10,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from setaccounts.events import Channel, Event, Outcome, SetAccountsCommand
+from setaccounts.events import Channel, Effect, Event, SetAccountsCommand
 from setaccounts.events.wire import Encoded
 from setaccounts.jobs import Aggregate, Job
 from setaccounts.kafka import publish_many, send_encoded
@@ -60,7 +60,7 @@ class Resources(Protocol):
 class Propagates(Protocol):
     """`setaccounts.store.propagation.Propagation`: the one guarded, idempotent accounts write."""
 
-    async def apply(self, applications: Sequence[Application]) -> list[Outcome]: ...
+    async def apply(self, applications: Sequence[Application]) -> list[Effect]: ...
 
 
 class Publisher(Protocol):

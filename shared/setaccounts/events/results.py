@@ -13,7 +13,7 @@ from setaccounts.events.commands import Mode
 from setaccounts.status import FinalStatus
 
 
-class Outcome(StrEnum):
+class Effect(StrEnum):
     """What applying one member update did."""
 
     CHANGED = "changed"
@@ -52,7 +52,7 @@ class BatchApplied(CommandScoped):
     schema_version: Literal[1] = 1
     command_id: CommandId
     partition: int = Field(ge=0)
-    entries: list[tuple[Reference, Outcome]]
+    entries: list[tuple[Reference, Effect]]
 
 
 class PartitionDone(CommandScoped):

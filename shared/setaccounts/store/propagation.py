@@ -23,7 +23,7 @@ import bson
 import structlog
 from pymongo import UpdateMany
 
-from setaccounts.events import Outcome
+from setaccounts.events import Effect
 from setaccounts.store.meta import SERVER_META, Document, accounts_of, with_accounts
 from setaccounts.store.resources import CONFLICT_ROUNDS, ResourceStore, VersionConflict, now
 
@@ -46,12 +46,8 @@ class Mark(TypedDict):
     changed: bool
 
 
-_OLD_MARK_KEYS = {"t": "target", "s": "seq", "c": "command_id", "ch": "changed"}
-
-
 def marks_of(document: Document) -> list[Mark]:
-    marks: list[Any] = document.get("marks") or []
-    return [m if "target" in m else cast(Mark, {_OLD_MARK_KEYS[k]: v for k, v in m.items()}) for m in marks]
+    return cast(list[Mark], document.get("marks") or [])
 
 
 def mark_of(document: Document, target: str) -> Mark | None:
@@ -179,10 +175,10 @@ class Propagation:
         self.resources = resources
         self.write_chunk = write_chunk
 
-    async def apply(self, applications: Sequence[Application]) -> list[Outcome]:
+    async def apply(self, applications: Sequence[Application]) -> list[Effect]:
         """Apply in order (several to one resource fold into one write); one outcome per application:
         CHANGED, UNCHANGED, or GONE for a resource missing or deleted."""
-        outcomes: list[Outcome] = [Outcome.GONE] * len(applications)
+        outcomes: list[Effect] = [Effect.GONE] * len(applications)
         pending = list(range(len(applications)))
         for _round in range(CONFLICT_ROUNDS):
             if not pending:
@@ -191,7 +187,7 @@ class Propagation:
         raise VersionConflict(f"{len(pending)} resources kept changing while their accounts were set")
 
     async def _round(
-        self, applications: Sequence[Application], pending: list[int], outcomes: list[Outcome]
+        self, applications: Sequence[Application], pending: list[int], outcomes: list[Effect]
     ) -> list[int]:
         """One read, one bulk write; returns the applications whose resources changed meanwhile (to redo).
 
@@ -212,7 +208,7 @@ class Propagation:
             folded = written.get(app.resource)
             document = folded.document if folded is not None else stored.get(app.resource)
             if document is None or document.get("deleted"):
-                outcomes[i] = Outcome.GONE
+                outcomes[i] = Effect.GONE
                 continue
             if folded is None:
                 key = alike_key(app, document)
@@ -221,7 +217,7 @@ class Propagation:
                     applied = decided[key] = decide(app, rule_input(document), held, timestamp)
             else:
                 applied = decide(app, document, held, timestamp)
-            outcomes[i] = Outcome.CHANGED if applied.changed else Outcome.UNCHANGED
+            outcomes[i] = Effect.CHANGED if applied.changed else Effect.UNCHANGED
             if applied.write:
                 written[app.resource] = applied if folded is None else _merged(stored[app.resource], applied)
                 touched[app.resource].append(i)

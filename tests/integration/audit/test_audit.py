@@ -19,9 +19,9 @@ from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
 from setaccounts.settings import Settings
 from setaccounts_audit.cli import EXIT_DRIFT, EXIT_REFUSED, audit_log, audit_redrive, audit_verify
-from setaccounts_audit.history import CommandRecord
+from setaccounts_audit.command_log import CommandRecord
 from setaccounts_audit.render import Format
-from setaccounts_audit.replay import load_history
+from setaccounts_audit.replay import load_log
 from setaccounts_audit.verify import verify_store
 from tests.helpers.auth import ADMIN_SUBJECT, Issuer
 from tests.helpers.resources import Seed, patient_with_members
@@ -52,7 +52,7 @@ async def records_when(settings: Settings, ready: Any, seconds: float = 30) -> l
     """The log once `ready(records)` holds (results arrive asynchronously)."""
     deadline = time.monotonic() + seconds
     while True:
-        records = (await load_history(settings, progress=False)).history.records()
+        records = (await load_log(settings, progress=False)).history.records()
         if ready(records) or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.3)

@@ -12,8 +12,8 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.settings import Settings
-from setaccounts_audit.history import CommandRecord
-from setaccounts_audit.replay import load_history
+from setaccounts_audit.command_log import CommandRecord
+from setaccounts_audit.replay import load_log
 from setaccounts_audit.verify import verify_store
 from tests.helpers.parameters import parameters
 from tests.helpers.resources import Seed, patient_with_members
@@ -25,7 +25,7 @@ O1, O2, O3 = "Organization/o1", "Organization/o2", "Organization/o3"
 async def finished_records(settings: Settings, count: int) -> list[CommandRecord]:
     deadline = time.monotonic() + 30
     while True:
-        records = (await load_history(settings, progress=False)).history.records()
+        records = (await load_log(settings, progress=False)).history.records()
         if sum(r.status == "completed" for r in records) >= count or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.3)

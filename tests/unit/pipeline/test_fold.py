@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from setaccounts.events import BatchApplied, CommandFailed, CommandPlanned, Outcome, PartitionDone
+from setaccounts.events import BatchApplied, CommandFailed, CommandPlanned, Effect, PartitionDone
 from setaccounts.jobs import Job
 from setaccounts_propagator.aggregator import aggregate
 
@@ -30,7 +30,7 @@ def planned(expected: int, partitions: list[int]) -> CommandPlanned:
     )
 
 
-def batches(assignment: dict[str, int], outcome: dict[str, Outcome], size: int) -> list[BatchApplied]:
+def batches(assignment: dict[str, int], outcome: dict[str, Effect], size: int) -> list[BatchApplied]:
     """Per partition, members in sorted order, cut into batches: what one clean run of the applier reports."""
     events = []
     for partition in sorted(set(assignment.values())):
@@ -57,7 +57,7 @@ def run(job: dict[str, Any], events: list[Any]) -> dict[str, Any]:
 
 def test_clean_run_counts_target_and_members_and_completes() -> None:
     assignment = {m: i % 3 for i, m in enumerate(MEMBERS)}
-    outcome = {m: Outcome.CHANGED if i % 4 else Outcome.UNCHANGED for i, m in enumerate(MEMBERS)}
+    outcome = {m: Effect.CHANGED if i % 4 else Effect.UNCHANGED for i, m in enumerate(MEMBERS)}
     events = [
         planned(40, [0, 1, 2]),
         *batches(assignment, outcome, 7),
@@ -66,7 +66,7 @@ def test_clean_run_counts_target_and_members_and_completes() -> None:
     job = run({"_id": "c1", "status": "applying"}, events)
     assert job["status"] == "completed"
     assert job["resources_updated"] == 41
-    assert job["resources_changed"] == 1 + sum(o == Outcome.CHANGED for o in outcome.values())
+    assert job["resources_changed"] == 1 + sum(o == Effect.CHANGED for o in outcome.values())
 
 
 def test_not_complete_until_every_partition_is_done() -> None:
@@ -84,9 +84,9 @@ def test_gone_and_cancelled_members_are_not_counted() -> None:
             command_id="c1",
             partition=0,
             entries=[
-                ("Observation/a", Outcome.GONE),
-                ("Observation/b", Outcome.CANCELLED),
-                ("Observation/c", Outcome.CHANGED),
+                ("Observation/a", Effect.GONE),
+                ("Observation/b", Effect.CANCELLED),
+                ("Observation/c", Effect.CHANGED),
             ],
         )
     ]
@@ -111,7 +111,7 @@ def test_redelivery_replans_and_zombies_never_change_the_counts(
 ) -> None:
     assignment = {m: data.draw(st.integers(0, partitions - 1)) for m in MEMBERS}
     outcome = {
-        m: data.draw(st.sampled_from([Outcome.CHANGED, Outcome.UNCHANGED, Outcome.GONE])) for m in MEMBERS
+        m: data.draw(st.sampled_from([Effect.CHANGED, Effect.UNCHANGED, Effect.GONE])) for m in MEMBERS
     }
     clean = batches(assignment, outcome, size)
     expected = run({"_id": "c1", "status": "applying"}, clean)

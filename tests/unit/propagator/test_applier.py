@@ -10,16 +10,16 @@ from setaccounts.events import (
     UPDATES,
     BatchApplied,
     CommandFinished,
-    Outcome,
+    Effect,
 )
 from setaccounts.status import JobStatus
 from tests.helpers.fakes import InMemory, command
 from tests.helpers.resources import patient_with_members
 
 
-def outcomes(memory: InMemory) -> dict[str, list[Outcome]]:
+def outcomes(memory: InMemory) -> dict[str, list[Effect]]:
     """Every outcome the applier reported, by member, in the order reported."""
-    found: dict[str, list[Outcome]] = {}
+    found: dict[str, list[Effect]] = {}
     for batch in memory.publisher.events(RESULTS, BatchApplied):
         for member, outcome in batch.entries:
             found.setdefault(member, []).append(outcome)
@@ -42,7 +42,7 @@ async def test_a_redelivered_batch_changes_nothing_and_inflates_no_count() -> No
 
     assert memory.resources.documents == after_first, "no member written again"
     assert len(memory.propagation.history) == kept, "no version made"
-    assert outcomes(memory) == {m: [Outcome.CHANGED, Outcome.CHANGED] for m in members}, (
+    assert outcomes(memory) == {m: [Effect.CHANGED, Effect.CHANGED] for m in members}, (
         "a repeat reports the outcome recorded the first time"
     )
     await memory.run()
@@ -71,7 +71,7 @@ async def test_a_zombie_batch_of_an_older_command_changes_nothing() -> None:
 
     assert memory.resources.documents == after_newer
     assert {m: memory.resources.accounts(m) for m in members} == {m: ["Organization/b"] for m in members}
-    assert {m: found[-1] for m, found in outcomes(memory).items()} == {m: Outcome.UNCHANGED for m in members}
+    assert {m: found[-1] for m, found in outcomes(memory).items()} == {m: Effect.UNCHANGED for m in members}
 
 
 async def test_a_member_deleted_between_plan_and_apply_stays_deleted_and_is_not_counted() -> None:
@@ -87,7 +87,7 @@ async def test_a_member_deleted_between_plan_and_apply_stays_deleted_and_is_not_
     await memory.run()
 
     assert memory.resources.documents[gone] == tombstone, "the deleted member is not resurrected"
-    assert outcomes(memory)[gone] == [Outcome.GONE]
+    assert outcomes(memory)[gone] == [Effect.GONE]
     assert {m: memory.resources.accounts(m) for m in members if m != gone} == {
         m: ["Organization/o1"] for m in members if m != gone
     }
@@ -106,4 +106,4 @@ async def test_updates_of_a_cancelled_command_are_skipped() -> None:
     await memory.consume("applier")
 
     assert memory.resources.documents == before
-    assert set(o for found in outcomes(memory).values() for o in found) == {Outcome.CANCELLED}
+    assert set(o for found in outcomes(memory).values() for o in found) == {Effect.CANCELLED}

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from setaccounts.fhir.references import RESOURCE_TYPES
 from setaccounts_api.deps import SettingsDep
 from setaccounts_api.fhir_body import fhir_base
-from setaccounts_api.parameters import OPERATIONS
+from setaccounts_api.parameters import OPERATION_MODES
 from setaccounts_api.responses import FhirResponse, fhir
 
 router = APIRouter(tags=["metadata"])
@@ -57,7 +57,7 @@ TYPE_PARAM = {"name": "_type", "type": "token", "documentation": "Resource types
 
 
 def operations(base: str) -> list[dict[str, str]]:
-    return [{"name": name, "definition": f"{base}/OperationDefinition/{name}"} for name in OPERATIONS]
+    return [{"name": name, "definition": f"{base}/OperationDefinition/{name}"} for name in OPERATION_MODES]
 
 
 def capability_statement(base: str) -> dict[str, Any]:

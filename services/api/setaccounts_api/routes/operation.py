@@ -24,7 +24,7 @@ from setaccounts_api.dry_run import DryRuns, preview
 from setaccounts_api.dry_run import failed as dry_run_failed
 from setaccounts_api.dry_run import output as dry_run_output
 from setaccounts_api.fhir_body import check_id, check_type, fhir_base, read_json
-from setaccounts_api.parameters import OPERATIONS, SetAccountsInput, operation_definition, parse_input
+from setaccounts_api.parameters import OPERATION_MODES, SetAccountsInput, operation_definition, parse_input
 from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.security import PrincipalDep, require_admin
 
@@ -76,7 +76,7 @@ def _register(operation: str) -> None:
     )
 
 
-for _operation in OPERATIONS:
+for _operation in OPERATION_MODES:
     _register(_operation)
 
 
@@ -101,14 +101,14 @@ async def _run(
         raise FhirError(410, "deleted", f"{target} was deleted")
     if params.dry_run:
         return await _dry_run(
-            request, stores, settings, principal, prefer, stored, OPERATIONS[operation], params
+            request, stores, settings, principal, prefer, stored, OPERATION_MODES[operation], params
         )
 
     command = SetAccountsCommand(
         command_id=str(uuid.uuid4()),
         target=target,
         accounts=params.accounts,
-        mode=OPERATIONS[operation],
+        mode=OPERATION_MODES[operation],
         propagate=params.propagate,
         requested_by=principal.requested_by,
     )

@@ -75,7 +75,7 @@ class Rejected:
 
 
 @dataclass
-class History:
+class CommandLog:
     """Accumulates events from both topics; `records()` joins them. Bounded by the number of commands."""
 
     commands: dict[str, tuple[SetAccountsCommand, Position]] = field(default_factory=dict)
@@ -210,16 +210,16 @@ def diagnostics_of(outcome: dict[str, Any] | None) -> str:
     return "; ".join(t for t in texts if t) or "no diagnostics"
 
 
-def fold_history(
+def fold_log(
     commands: Iterable[tuple[SetAccountsCommand, Position]], results: Iterable[Any]
 ) -> list[CommandRecord]:
     """Convenience for tests and small logs: fold both streams and return the records."""
-    history = History()
+    log = CommandLog()
     for command, position in commands:
-        history.add_command(command, position)
+        log.add_command(command, position)
     for event in results:
-        history.add_result(event)
-    return history.records()
+        log.add_result(event)
+    return log.records()
 
 
 def by_target(records: Sequence[CommandRecord]) -> dict[str, list[CommandRecord]]:

@@ -13,12 +13,12 @@ from setaccounts.events import (
     CommandFailed,
     CommandFinished,
     CommandPlanned,
-    Outcome,
+    Effect,
     PartitionDone,
     SetAccountsCommand,
 )
 from setaccounts.store.meta import prepare_write
-from setaccounts_audit.history import History, Rejected, by_target, fold_history, since
+from setaccounts_audit.command_log import CommandLog, Rejected, by_target, fold_log, since
 from setaccounts_audit.redrive import RedriveRefused, choose, redrive_command
 from setaccounts_audit.verify import check_resource, expectations
 
@@ -83,11 +83,11 @@ def test_a_completed_command_carries_plan_and_final_counts() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
     results = [
         planned(c, ["Organization/o0"], 5),
-        BatchApplied(command_id="c1", partition=0, entries=[("Observation/a", Outcome.CHANGED)]),
+        BatchApplied(command_id="c1", partition=0, entries=[("Observation/a", Effect.CHANGED)]),
         PartitionDone(command_id="c1", partition=0),
         finished("c1", updated=6, changed=4),
     ]
-    [record] = fold_history([(c, (0, 7))], results)
+    [record] = fold_log([(c, (0, 7))], results)
     assert (record.status, record.resources_updated, record.resources_changed) == ("completed", 6, 4)
     assert record.accounts_before == ["Organization/o0"]
     assert record.accounts_after == ["Organization/o1"]
@@ -96,7 +96,7 @@ def test_a_completed_command_carries_plan_and_final_counts() -> None:
 
 def test_a_command_without_an_answer_is_pending() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    [record] = fold_history([(c, (0, 0))], [planned(c, [], 3)])
+    [record] = fold_log([(c, (0, 0))], [planned(c, [], 3)])
     assert record.status == "pending"
     assert record.resources_updated is None
     assert record.expected == 3
@@ -104,7 +104,7 @@ def test_a_command_without_an_answer_is_pending() -> None:
 
 def test_a_failed_command_shows_the_diagnostics() -> None:
     c = command("c1", "Patient/x", "Organization/o1")
-    [record] = fold_history(
+    [record] = fold_log(
         [(c, (1, 0))],
         [
             CommandFailed(command_id="c1", target="Patient/x", outcome=NOT_FOUND),
@@ -118,7 +118,7 @@ def test_a_failed_command_shows_the_diagnostics() -> None:
 
 def test_a_cancelled_command_records_who_cancelled() -> None:
     c = command("c1", "Patient/big", "Organization/o1")
-    [record] = fold_history(
+    [record] = fold_log(
         [(c, (0, 0))],
         [
             CancelRequested(command_id="c1", requested_at=T0, requested_by="ops"),
@@ -130,16 +130,16 @@ def test_a_cancelled_command_records_who_cancelled() -> None:
 
 def test_results_before_commands_fold_the_same() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    history = History()
+    history = CommandLog()
     history.add_result(finished("c1", updated=1, changed=1))
     history.add_command(c, (0, 0))
-    assert history.records() == fold_history([(c, (0, 0))], [finished("c1", updated=1, changed=1)])
+    assert history.records() == fold_log([(c, (0, 0))], [finished("c1", updated=1, changed=1)])
 
 
 def test_a_republished_command_is_one_record_and_a_conflicting_reuse_is_set_aside() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
     other = command("c1", "Patient/p1", "Organization/evil")
-    history = History()
+    history = CommandLog()
     for position, event in enumerate([c, c, other]):
         history.add_command(event, (0, position))
     [record] = history.records()
@@ -150,24 +150,24 @@ def test_a_republished_command_is_one_record_and_a_conflicting_reuse_is_set_asid
 
 def test_a_republished_answer_does_not_duplicate_the_record() -> None:
     c = command("c1", "Patient/p1")
-    records = fold_history([(c, (0, 0))], [finished("c1", updated=3), finished("c1", updated=3)])
+    records = fold_log([(c, (0, 0))], [finished("c1", updated=3), finished("c1", updated=3)])
     assert [(r.command_id, r.resources_updated) for r in records] == [("c1", 3)]
 
 
 def test_a_command_known_only_from_its_plan_is_still_listed() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    [record] = fold_history([], [planned(c, [], 2), finished("c1", updated=3, changed=3)])
+    [record] = fold_log([], [planned(c, [], 2), finished("c1", updated=3, changed=3)])
     assert (record.target, record.position, record.status) == ("Patient/p1", None, "completed")
 
 
 def test_results_without_any_description_of_the_command_are_left_out() -> None:
-    assert fold_history([], [finished("ghost", updated=1)]) == []
+    assert fold_log([], [finished("ghost", updated=1)]) == []
 
 
 def test_records_are_in_event_time_order_and_since_filters_on_it() -> None:
     late = command("late", "Patient/p1", minutes=10)
     early = command("early", "Patient/p2", minutes=1)
-    records = fold_history([(late, (0, 0)), (early, (1, 0))], [])
+    records = fold_log([(late, (0, 0)), (early, (1, 0))], [])
     assert [r.command_id for r in records] == ["early", "late"]
     assert [r.command_id for r in since(records, T0 + timedelta(minutes=5))] == ["late"]
 
@@ -175,14 +175,14 @@ def test_records_are_in_event_time_order_and_since_filters_on_it() -> None:
 def test_by_target_uses_log_order_not_event_time() -> None:
     first = command("first", "Patient/p1", minutes=5)  # clock skew: requested_at later, but published first
     second = command("second", "Patient/p1", minutes=1)
-    grouped = by_target(fold_history([(first, (2, 10)), (second, (2, 11))], []))
+    grouped = by_target(fold_log([(first, (2, 10)), (second, (2, 11))], []))
     assert [r.command_id for r in grouped["Patient/p1"]] == ["first", "second"]
 
 
 def test_redrive_chooses_only_the_last_command_of_a_target_unless_forced() -> None:
     old = command("old", "Patient/p1", "Organization/o1")
     new = command("new", "Patient/p1", "Organization/o2")
-    records = fold_history([(old, (0, 0)), (new, (0, 1))], [finished("old"), finished("new")])
+    records = fold_log([(old, (0, 0)), (new, (0, 1))], [finished("old"), finished("new")])
     assert choose(records, "new").command_id == "new"
     with pytest.raises(RedriveRefused, match="not the last command for Patient/p1"):
         choose(records, "old")
@@ -203,7 +203,7 @@ def test_expectations_follow_the_last_completed_command_and_tolerate_a_later_can
     c1 = command("c1", "Patient/p1", "Organization/o1")
     c2 = command("c2", "Patient/p1", "Organization/o2")
     c3 = command("c3", "Patient/p1", "Organization/o3")
-    records = fold_history(
+    records = fold_log(
         [(c1, (0, 0)), (c2, (0, 1)), (c3, (0, 2))],
         [finished("c1"), finished("c2", "error", outcome=NOT_FOUND), finished("c3", "cancelled")],
     )
@@ -218,7 +218,7 @@ def stored(resource: dict[str, Any]) -> dict[str, Any]:
 
 def test_check_resource_reports_member_and_compartment_drift_with_the_ref() -> None:
     c = command("c1", "Patient/p1", "Organization/o1")
-    expect = expectations(fold_history([(c, (0, 0))], [finished("c1")]))
+    expect = expectations(fold_log([(c, (0, 0))], [finished("c1")]))
     good = stored(
         {
             "resourceType": "Observation",
@@ -239,13 +239,13 @@ def test_check_resource_reports_member_and_compartment_drift_with_the_ref() -> N
 
 def test_a_time_without_offset_is_read_as_utc() -> None:
     naive = SetAccountsCommand(command_id="naive", target="Patient/p1", requested_at=datetime(2025, 3, 1, 11))
-    records = fold_history([(command("aware", "Patient/p2"), (0, 0)), (naive, (1, 0))], [])
+    records = fold_log([(command("aware", "Patient/p2"), (0, 0)), (naive, (1, 0))], [])
     assert [r.command_id for r in records] == ["naive", "aware"]
     assert records[0].requested_at.tzinfo is UTC
 
 
 def test_a_rejected_command_is_listed_as_the_error_it_was_answered_with() -> None:
-    history = History()
+    history = CommandLog()
     history.add_rejected(Rejected("bad-1", "Patient/p1", T0, "other-service", (2, 4)))
     history.add_result(CommandFailed(command_id="bad-1", target="Patient/p1", outcome=NOT_FOUND))
     history.add_result(finished("bad-1", "error", outcome=NOT_FOUND))
@@ -261,7 +261,7 @@ def test_a_rejected_command_is_listed_as_the_error_it_was_answered_with() -> Non
 
 def test_a_rejected_command_neither_blocks_nor_can_be_redriven() -> None:
     good = command("good", "Patient/p1", "Organization/o1")
-    history = History()
+    history = CommandLog()
     history.add_command(good, (2, 3))
     history.add_result(finished("good"))
     history.add_rejected(Rejected("bad-1", "Patient/p1", T0, None, (2, 4)))
@@ -284,7 +284,7 @@ def planned_as(c: SetAccountsCommand, before: list[str], after: list[str], seq: 
 def test_add_and_remove_records_carry_mode_given_accounts_and_the_planned_result() -> None:
     c1 = moded("c1", "add", "Organization/o2")
     c2 = moded("c2", "remove", "Organization/o1")
-    records = fold_history(
+    records = fold_log(
         [(c1, (0, 0)), (c2, (0, 1))],
         [planned_as(c1, ["Organization/o1"], ["Organization/o1", "Organization/o2"], 1)],
     )
@@ -314,16 +314,16 @@ def test_expectations_follow_adds_and_removes() -> None:
         finished("c3"),
     ]
     commands = [(c1, (0, 0)), (c2, (0, 1)), (c3, (0, 2))]
-    expect = expectations(fold_history(commands, results))
+    expect = expectations(fold_log(commands, results))
     assert expect.targets["Patient/p1"].allowed == ((o1, o2, o3),)
     assert expect.members["Patient/p1"] == ("c3", frozenset({o1, o2, o3}))
 
     # a remove still pending (not planned): either the list before it or the list it would compute
-    expect = expectations(fold_history([*commands, (c4, (0, 3))], results))
+    expect = expectations(fold_log([*commands, (c4, (0, 3))], results))
     assert expect.targets["Patient/p1"].allowed == ((o1, o2, o3), (o2, o3))
     assert "Patient/p1" not in expect.members
 
     done = [*results, planned_as(c4, [o1, o2, o3], [o2, o3], 4), finished("c4")]
-    expect = expectations(fold_history([*commands, (c4, (0, 3))], done))
+    expect = expectations(fold_log([*commands, (c4, (0, 3))], done))
     assert expect.targets["Patient/p1"].allowed == ((o2, o3),)
     assert expect.members["Patient/p1"] == ("c4", frozenset({o2, o3}))
