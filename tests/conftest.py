@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -19,10 +18,8 @@ from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
 from setaccounts_dev.engines import Engines, engines
 from setaccounts_propagator.bootstrap import ROLES, run
-from tests.helpers.auth import Issuer, client_of
+from tests.helpers.auth import ClientAs, Issuer, client_of
 from tests.helpers.resources import Seed, store_resources
-
-ClientAs = Callable[[str | None], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -108,6 +108,10 @@ class Issuer:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+ClientAs = Callable[[str | None], AbstractAsyncContextManager[httpx.AsyncClient]]
+"""The `client_as` fixture: `async with client_as(token) as client`, another caller of the same API."""
 
 
 def client_of(app: FastAPI, token: str | None) -> httpx.AsyncClient:

@@ -22,17 +22,6 @@ async def wait_marked(db: Db, command_id: str, at_least: int, timeout: float = 1
         await asyncio.sleep(0.1)
 
 
-async def wait_final(db: Db, command_id: str, timeout: float = 240) -> dict[str, Any]:
-    """The job once it ended; fails when it is still running after `timeout` (a stuck job)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = await db.jobs.find_one({"_id": command_id})
-        if job is not None and job["status"] in ("completed", "error", "cancelled"):
-            return job
-        assert time.monotonic() < deadline, f"job stuck after {timeout}s: {job and job['status']}"
-        await asyncio.sleep(0.2)
-
-
 async def assert_nothing_lost(
     db: Db, settings: Settings, job: dict[str, Any], members: int, account: str = "Organization/a"
 ) -> None:

@@ -24,6 +24,7 @@ from setaccounts.events import SetAccountsCommand
 from setaccounts.settings import Settings
 from setaccounts_dev.engines import Engines
 from setaccounts_dev.engines.processes import free_port
+from tests.helpers.jobs import wait_final
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources
 
@@ -214,13 +215,10 @@ async def test_a_killed_propagator_is_restarted_and_its_job_completes(
             await asyncio.sleep(0.2)
         assert service_pid(stack, "setaccounts_propagator") != first
         assert stack.process.poll() is None, "the runner stopped"
-        deadline = time.monotonic() + 180
-        while True:
-            job = await db.jobs.find_one({"_id": command.command_id}) or {}
-            if job.get("status") in ("completed", "error", "cancelled"):
-                break
-            assert time.monotonic() < deadline, f"job stuck: {job.get('status')}\n{stack.output()}"
-            await asyncio.sleep(0.2)
+        try:
+            job = await wait_final(db, command.command_id, 180)
+        except AssertionError as stuck:
+            raise AssertionError(f"{stuck}\n{stack.output()}") from None
         assert (job["status"], job["resources_updated"], job["resources_changed"]) == (
             "completed",
             members + 1,

@@ -19,8 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from setaccounts.events import SetAccountsCommand
 from setaccounts.jobs import JobStore
 from setaccounts_dev.devkeys import SigningKey
-from tests.conftest import ClientAs
-from tests.helpers.auth import ADMIN_SUBJECT, Issuer
+from tests.helpers.auth import ADMIN_SUBJECT, ClientAs, Issuer
 from tests.helpers.parameters import parameters
 from tests.helpers.resources import Seed
 

@@ -11,8 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.conftest import ClientAs
-from tests.helpers.auth import Issuer
+from tests.helpers.auth import ClientAs, Issuer
 from tests.helpers.resources import Seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import ClientAs
+from tests.helpers.auth import ClientAs
 
 pytestmark = pytest.mark.integration
 HOST = "http://testserver"

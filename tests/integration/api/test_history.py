@@ -11,8 +11,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.store.history import HistoryStore
-from tests.conftest import ClientAs
-from tests.helpers.auth import Issuer
+from tests.helpers.auth import ClientAs, Issuer
 
 pytestmark = pytest.mark.integration
 

@@ -24,6 +24,7 @@ from setaccounts_audit.render import Format
 from setaccounts_audit.replay import load_log
 from setaccounts_audit.verify import verify_store
 from tests.helpers.auth import ADMIN_SUBJECT, Issuer
+from tests.helpers.jobs import wait_final
 from tests.helpers.resources import Seed, patient_with_members
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,16 +69,6 @@ async def publish_direct(settings: Settings, command: SetAccountsCommand) -> Non
         await producer.stop()
 
 
-async def job_answer(db: Db, command_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job = await db.jobs.find_one({"_id": command_id})
-        if job is not None and job["status"] in ("completed", "error", "cancelled"):
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {command_id} did not end")
-
-
 async def test_log_verify_and_redrive_over_a_scripted_history(
     settings: Settings,
     db: Db,
@@ -113,7 +104,7 @@ async def test_log_verify_and_redrive_over_a_scripted_history(
         command_id=str(uuid.uuid4()), target="Patient/ghost", accounts=[O1], requested_by="other-service"
     )
     await publish_direct(settings, ghost)
-    await job_answer(db, ghost.command_id)
+    await wait_final(db, ghost.command_id)
     answers.append(await set_accounts.wait(ghost.command_id))
     big = await set_accounts.start("Patient/big", O4, propagate=True)
     cancel = await set_accounts.cancel(big)

@@ -22,7 +22,8 @@ from setaccounts_api.app import create_app
 from setaccounts_dev.engines import PLAINTEXT
 from setaccounts_dev.engines.tansu import start_tansu
 from tests.helpers.auth import Issuer, bearer
-from tests.helpers.faults import wait_final, wait_marked
+from tests.helpers.faults import wait_marked
+from tests.helpers.jobs import wait_final
 from tests.helpers.parameters import outputs, parameters
 from tests.helpers.processes import api_process, propagator_process
 from tests.helpers.resources import Seed, patient_with_members

@@ -27,7 +27,8 @@ from setaccounts_dev.engines import PLAINTEXT
 from setaccounts_dev.engines.apache_kafka import start_apache_kafka
 from setaccounts_dev.engines.embedded import embedded_kafka_choice
 from setaccounts_dev.engines.tansu import start_tansu
-from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
+from tests.helpers.faults import assert_nothing_lost, wait_marked
+from tests.helpers.jobs import wait_final
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources

@@ -1,5 +1,9 @@
 """A store that goes away mid-job and comes back loses nothing: no dead letters, true counts, one new
-version per member. Done to a real SecantusDB process of the test's own (kill -9, restart on its data)."""
+version per member. Done to a real SecantusDB process of the test's own (kill -9, restart on its data;
+SIGSTOP, SIGCONT), or, when the suite is given a MongoDB (`MONGODB_URI`), to the link to that server, which
+the test cannot kill: a relay it resets and refuses (the server gone) or freezes (the server hung)
+(`tests/helpers/store_link.py`). Whether a killed server keeps what it acknowledged is then the server's
+own journal's business, not the services': that test runs on the test's own store only."""
 
 from __future__ import annotations
 
@@ -20,14 +24,17 @@ from setaccounts.events import SetAccountsCommand
 from setaccounts.mongo import make_client
 from setaccounts.settings import Settings
 from setaccounts_api.app import create_app
+from setaccounts_dev.engines import Engines
 from setaccounts_dev.engines.secantus import start_secantus
 from tests.helpers.auth import Issuer, bearer
-from tests.helpers.faults import assert_nothing_lost, wait_final, wait_marked
+from tests.helpers.faults import assert_nothing_lost, wait_marked
+from tests.helpers.jobs import wait_final
 from tests.helpers.parameters import parameters
 from tests.helpers.processes import propagator_process
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources
 from tests.helpers.roles import roles
+from tests.helpers.store_link import StoreLink
 from tests.helpers.topics import read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,6 +54,8 @@ async def fault_while(fault: Awaitable[None], action: Awaitable[None]) -> None:
 class Store:
     """A SecantusDB of the test's own, on a fixed port and data directory: killed and restarted at will."""
 
+    owned = True
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.proc, self.uri = start_secantus(workdir)
@@ -65,18 +74,27 @@ class Store:
     def resume(self) -> None:
         os.kill(self.proc.process.pid, signal.SIGCONT)
 
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+class LinkedStore(StoreLink):
+    """The suite's configured MongoDB behind a relay the test cuts and freezes."""
+
+    owned = False
+
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    own = Store(tmp_path)
+def store(servers: Engines, tmp_path: Path) -> Iterator[Store | LinkedStore]:
+    own = LinkedStore(servers.mongodb_uri) if servers.kind == "environment" else Store(tmp_path)
     try:
         yield own
     finally:
-        own.proc.stop()
+        own.stop()
 
 
 @pytest.fixture
-async def on_store(settings: Settings, store: Store) -> AsyncIterator[tuple[Settings, Any]]:
+async def on_store(settings: Settings, store: Store | LinkedStore) -> AsyncIterator[tuple[Settings, Any]]:
     """The test's settings pointed at its own store, and a database handle there."""
     moved = settings.model_copy(update={"mongodb_uri": store.uri})
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(store.uri, tz_aware=True, journal=True)
@@ -86,13 +104,13 @@ async def on_store(settings: Settings, store: Store) -> AsyncIterator[tuple[Sett
         await client.close()
 
 
-async def kill_and_restart(store: Store) -> None:
+async def kill_and_restart(store: Store | LinkedStore) -> None:
     store.kill()
     await asyncio.sleep(OUTAGE_SECONDS)
     await asyncio.to_thread(store.restart)
 
 
-async def pause_and_resume(store: Store) -> None:
+async def pause_and_resume(store: Store | LinkedStore) -> None:
     store.pause()
     try:
         await asyncio.sleep(PAUSE_SECONDS)
@@ -106,7 +124,10 @@ async def pause_and_resume(store: Store) -> None:
     ids=["killed-mid-apply", "paused-mid-apply", "killed-while-planning"],
 )
 async def test_a_store_outage_mid_job_loses_nothing(
-    on_store: tuple[Settings, Any], store: Store, wait_for: str, fault: Callable[[Store], Awaitable[None]]
+    on_store: tuple[Settings, Any],
+    store: Store | LinkedStore,
+    wait_for: str,
+    fault: Callable[[Store | LinkedStore], Awaitable[None]],
 ) -> None:
     settings, db = on_store
     await store_resources(db, *patient_with_members("p1", MEMBERS))
@@ -126,7 +147,7 @@ async def test_a_store_outage_mid_job_loses_nothing(
 
 
 async def test_api_answers_503_while_the_store_is_down_and_publishes_nothing(
-    on_store: tuple[Settings, Any], store: Store, issuer: Issuer
+    on_store: tuple[Settings, Any], store: Store | LinkedStore, issuer: Issuer
 ) -> None:
     settings, db = on_store
     await store_resources(db, *patient_with_members("p2", MEMBERS))
@@ -157,7 +178,7 @@ async def test_api_answers_503_while_the_store_is_down_and_publishes_nothing(
 
 
 async def test_the_propagator_waits_for_a_store_that_is_down_at_start(
-    on_store: tuple[Settings, Any], store: Store
+    on_store: tuple[Settings, Any], store: Store | LinkedStore
 ) -> None:
     settings, db = on_store
     await store_resources(db, *patient_with_members("p3", 20))
@@ -175,8 +196,10 @@ async def test_the_propagator_waits_for_a_store_that_is_down_at_start(
 
 
 async def test_what_the_services_write_survives_a_kill_9_of_the_store(
-    on_store: tuple[Settings, Any], store: Store
+    on_store: tuple[Settings, Any], store: Store | LinkedStore
 ) -> None:
+    if not store.owned:
+        pytest.skip("the configured MongoDB is not the test's to kill; its durability is its journal's")
     settings, _db = on_store
     client = make_client(settings)
     try:

@@ -9,8 +9,7 @@ import httpx
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.conftest import ClientAs
-from tests.helpers.auth import Issuer
+from tests.helpers.auth import ClientAs, Issuer
 from tests.helpers.jobs import wait_job
 from tests.helpers.parameters import outputs, parameters
 from tests.helpers.resources import Seed, member_accounts, patient_with_members, shared_member

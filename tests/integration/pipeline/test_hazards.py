@@ -71,7 +71,11 @@ async def test_same_command_id_twice_is_one_job_and_one_effect(
     async with roles(settings, "planner", "applier", "aggregator"):
         await send_command(settings, twice, times=2)
         job = await wait_job(db, twice.command_id)
-        await asyncio.sleep(1.5)  # the duplicate has been consumed by now
+        # The planner has committed both records (the duplicate was consumed and handled), and whatever
+        # it published for it has been applied and counted too.
+        await caught_up(settings, "planner", settings.topics.commands)
+        await caught_up(settings, "applier", settings.topics.updates)
+        await caught_up(settings, "aggregator", settings.topics.results)
         job = await wait_job(db, twice.command_id)
     assert (job["resources_updated"], job["resources_changed"]) == (51, 51)
     assert await db.jobs.count_documents({}) == 1
