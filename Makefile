@@ -44,12 +44,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
-	$(BIN)/python benchmarks/search.py --output docs/benchmarks.md
-	$(BIN)/python benchmarks/store_costs.py --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.search --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.store_costs --output docs/benchmarks.md
 
 load: $(STAMP)
-	$(BIN)/python benchmarks/load.py --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.load --output docs/benchmarks.md
 
 # The audit CLI against the stack `make run` started in this checkout (or the servers in the environment).
 audit: $(STAMP)

@@ -4,7 +4,7 @@ store, alternating, best of `--repeat` runs each; and, within the runs with hist
 time spent in the copy itself (measured in the same seconds as the rest, so it holds on a noisy machine,
 where two runs a minute apart can differ by 2x).
 
-`python benchmarks/history_cost.py [--sizes 1000,10000] [--repeat 2]`: uses `MONGODB_URI` when set, else
+`python -m benchmarks.history_cost [--sizes 1000,10000] [--repeat 2]`: uses `MONGODB_URI` when set, else
 starts an embedded SecantusDB. Only the store is involved (no Kafka): the copy is one unordered bulk
 upsert per batch, next to the batch's guarded bulk write, so this isolates exactly what history adds.
 """

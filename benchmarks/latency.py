@@ -15,9 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from load import ApiProcess
-from run import BenchError, PropagatorProcess, isolated_db, isolated_settings, say, seed
 
+from benchmarks.common import (
+    ApiProcess,
+    BenchError,
+    PropagatorProcess,
+    isolated_db,
+    isolated_settings,
+    say,
+    seed,
+)
 from setaccounts.topics import create_topics
 from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
 from setaccounts_dev.engines import Engines

@@ -15,19 +15,17 @@ each bounded in count and time:
 
 For each phase: latency p50/p95/p99 of the HTTP calls, error counts, and for commands the time until the
 job completed. The run fails (exit 1) on any 5xx, a job that does not complete, or a wrong final state.
-`python benchmarks/load.py [--output docs/benchmarks.md]` writes its section of the report.
+`python -m benchmarks.load [--output docs/benchmarks.md]` writes its section of the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,19 +34,16 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
-from procfs import cpu_snapshot, engine_pids
-from report import replace_block
-from run import PropagatorProcess, isolated_db, isolated_settings, say, seed
 
-from setaccounts.settings import Settings
+from benchmarks.common import ApiProcess, PropagatorProcess, isolated_db, isolated_settings, say, seed
+from benchmarks.procfs import cpu_snapshot, engine_pids
+from benchmarks.report import replace_block
 from setaccounts.status import TERMINAL
 from setaccounts.topics import create_topics
-from setaccounts_dev.commands import api_command
 from setaccounts_dev.engines import Engines, engines
-from setaccounts_dev.engines.processes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
@@ -68,44 +63,6 @@ class LoadError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------------
 # The API as a subprocess
 # ---------------------------------------------------------------------------------------------------------
-
-
-class ApiProcess:
-    """`uvicorn --factory setaccounts_api.app:create_app` on a free loopback port, with `settings`."""
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SETACCOUNTS_")}
-        env.update(settings.to_env())
-        argv = api_command("127.0.0.1", self.port, "--log-level", "warning", "--no-access-log")
-        self._log: IO[bytes] = log_path.open("wb")
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-
-    async def wait_ready(self, limit: float = 60) -> None:
-        deadline = time.monotonic() + limit
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise LoadError(f"the API exited with {self.process.returncode}; see {self.log_path}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{self.base}/readyz")).status_code == 200:
-                        return
-                await asyncio.sleep(0.2)
-        raise LoadError(f"the API was not ready within {limit:.0f}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(20)
-        self._log.close()
 
 
 class Clients:

@@ -1,7 +1,7 @@
 """Load one transaction Bundle (1 patient + N-1 resources referencing it by urn:uuid) and print resources/s.
 
 Runs the API in-process (httpx ASGITransport, lifespan included) against the engines `setaccounts_dev.engines`
-finds or starts, in a throwaway database: `python benchmarks/load_bundle.py [--size 5000] [--runs 3]`.
+finds or starts, in a throwaway database: `python -m benchmarks.load_bundle [--size 5000] [--runs 3]`.
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ Where the pipeline's time went (same runs):
 
 TEMPLATE = """# Benchmarks
 
-`make bench` (`.venv/bin/python benchmarks/run.py`) starts the engines once
+`make bench` (`.venv/bin/python -m benchmarks.run`) starts the engines once
 (`setaccounts_dev.engines.engines()`: `KAFKA_BOOTSTRAP_SERVERS`/`MONGODB_URI` if set, else Docker, else
 embedded Apache Kafka or Tansu + SecantusDB) and measures, on those same engines, for each size:
 
@@ -267,7 +267,7 @@ embedded Apache Kafka or Tansu + SecantusDB) and measures, on those same engines
 3. **Sequential**: per member one `find_one`, the write rule in Python, one guarded `update_one`, one member
    after another, the way Medplum propagates (1k and 10k only: it is the slow baseline).
 
-`python benchmarks/run.py --sizes 1000,10000` runs smaller; it writes this file only when `--output` is
+`python -m benchmarks.run --sizes 1000,10000` runs smaller; it writes this file only when `--output` is
 given. The propagator logs go to a temporary directory printed at the start. It is removed after a
 successful run unless `--keep-logs` is given. After a failure it is kept, along with the embedded
 engines' logs.

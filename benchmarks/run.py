@@ -25,17 +25,30 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, Any
+from types import FrameType
 
-from procfs import cpu_snapshot, engine_pids, status_kib
 from pymongo import UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
-from report import (
+
+from benchmarks.common import (
+    ACCOUNT,
+    REPO,
+    STOP_SECONDS,
+    BenchError,
+    Db,
+    PropagatorProcess,
+    isolated_db,
+    isolated_settings,
+    raw_set,
+    say,
+    seed,
+)
+from benchmarks.latency import measure_sync_latency
+from benchmarks.procfs import cpu_snapshot, engine_pids, status_kib
+from benchmarks.report import (
     PipelineResult,
     Report,
     Row,
@@ -46,42 +59,23 @@ from report import (
     results_table,
     write_report,
 )
-
 from setaccounts.events import SetAccountsCommand
 from setaccounts.kafka import make_producer, publish
-from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.store.history import HistoryStore
-from setaccounts.store.meta import Document, prepare_write, with_accounts
+from setaccounts.store.meta import Document, with_accounts
 from setaccounts.store.resources import ResourceStore
 from setaccounts.topics import create_topics
-from setaccounts_dev.commands import propagator_command
 from setaccounts_dev.engines import Engines, engines
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)
 TWO_PROCESSES = 100_000  # the size also measured with two propagator processes
 SEQUENTIAL_MAX = 10_000  # the loop is one round trip pair per member: larger sizes only cost minutes
-SEED_CHUNK = 5_000  # documents per insert_many while seeding (not timed)
 WARMUP_MEMBERS = 3
-ACCOUNT = "Organization/bench"
 POLL_SECONDS = 0.05  # job polling interval: the pipeline's times are exact to about this much
-STOP_SECONDS = 20.0
 IDLE_SECONDS = 5.0  # CPU measured with nothing to do, before the timed command: the processes' idle cost
-_STARTED = time.monotonic()
-
-Db = AsyncDatabase[Document]
-
-
-class BenchError(RuntimeError):
-    """A measurement could not be taken (or gave a wrong answer); the message says which and why."""
-
-
-def say(message: str) -> None:
-    """One progress line with the time since start, so a slow step shows while it happens."""
-    print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -94,136 +88,9 @@ def say(message: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def isolated_settings(found: Engines, label: str) -> Settings:
-    """Settings with a fresh database, topic prefix and consumer groups, so no measurement sees another."""
-    run = f"{label}{uuid.uuid4().hex[:8]}"
-    return Settings(
-        **found.settings(),
-        mongodb_database=f"bench_{run}",
-        topic_prefix=f"bench.{run}.",
-        group_prefix=f"bench-{run}",
-        replication_factor=1,
-        min_insync_replicas=1,
-    )
-
-
-def patient_documents(pid: str, members: int, at: datetime) -> Iterator[Document]:
-    """A patient, then `members` Observations in its compartment, as stored documents (a generator: the
-    50k case never holds more than one insert chunk)."""
-    yield prepare_write({"resourceType": "Patient", "id": pid}, None, at).document
-    for i in range(members):
-        observation = {
-            "resourceType": "Observation",
-            "id": f"{pid}-obs-{i:06d}",
-            "status": "final",
-            "code": {"text": "weight"},
-            "subject": {"reference": f"Patient/{pid}"},
-        }
-        yield prepare_write(observation, None, at).document
-
-
-async def seed(db: Db, pid: str, members: int) -> list[str]:
-    """Insert the patient and its members in chunks (not timed); returns the members' references."""
-    chunk: list[Document] = []
-    refs: list[str] = []
-    for document in patient_documents(pid, members, datetime.now(UTC)):
-        chunk.append(document)
-        if document["type"] != "Patient":
-            refs.append(document["_id"])
-        if len(chunk) >= SEED_CHUNK:
-            await db.resources.insert_many(chunk, ordered=False)
-            chunk = []
-    if chunk:
-        await db.resources.insert_many(chunk, ordered=False)
-    return refs
-
-
-@contextlib.asynccontextmanager
-async def isolated_db(settings: Settings) -> AsyncIterator[Db]:
-    """The measurement's own database, dropped afterwards so the store stays small for the next one."""
-    # The services' client (`make_client`: writes journaled, majority-acknowledged), so the baselines write
-    # with the durability the pipeline needs before it commits an offset, and the ratios compare like with
-    # like (on SecantusDB a journaled write costs about a quarter more server CPU).
-    client = make_client(settings)
-    try:
-        db = client[settings.mongodb_database]
-        await ensure_indexes(db)
-        yield db
-    finally:
-        with contextlib.suppress(Exception):
-            await client.drop_database(settings.mongodb_database)
-        await client.close()
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The propagator as a subprocess
 # ---------------------------------------------------------------------------------------------------------
-
-
-class PropagatorProcess:
-    """`python -m setaccounts_propagator run --role all` as a child process with its own log file.
-
-    A context manager so it is stopped on every path out (SIGTERM, then SIGKILL after STOP_SECONDS).
-    """
-
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self._log: IO[bytes] | None = None
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def environment(self) -> dict[str, str]:
-        """The parent's environment without its SETACCOUNTS_* settings, plus this run's isolated ones."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SETACCOUNTS_")}
-        env.update(self.settings.to_env())  # servers and their credentials, prefixes, database, timeouts
-        return env
-
-    def __enter__(self) -> PropagatorProcess:
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            propagator_command(),
-            env=self.environment(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def check(self) -> None:
-        """Fail at once, with the log's tail, if the propagator died instead of waiting for a timeout."""
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise BenchError(
-                f"the propagator exited with code {self.process.returncode}; log {self.log_path}:\n"
-                + self.log_tail()
-            )
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_SECONDS)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 @contextlib.contextmanager
@@ -398,18 +265,6 @@ def max_kib(values: Iterable[int | None]) -> int | None:
     return max(known) if known else None
 
 
-def raw_set(at: datetime) -> dict[str, Any]:
-    """What the write rule changes on a member, as one `$set`: the same bytes a propagation writes."""
-    return {
-        "resource.meta.accounts": [{"reference": ACCOUNT}],
-        "resource.meta.compartment": [{"reference": "Patient/raw"}, {"reference": ACCOUNT}],
-        "resource.meta.versionId": "2",
-        "resource.meta.lastUpdated": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "compartments": ["Patient/raw", ACCOUNT],
-        "version": 2,
-    }
-
-
 async def measure_bulk(found: Engines, members: int) -> tuple[float, float]:
     """The store's ceiling: one unordered `bulk_write` of `members` version-guarded `UpdateOne` `$set`s;
     then, timed apart, the history copies of the versions those updates replaced (`HistoryStore.keep`, as
@@ -485,8 +340,6 @@ async def measure(
     added to `report` and saved as it completes, so a failure or a stop still leaves what was measured.
     Sizes run small-first so a broken setup fails early."""
     if options.latency:
-        from latency import measure_sync_latency  # imports this module: only once it is loaded
-
         report.latency = await measure_sync_latency(found, workdir)
         save(report)
     if options.profile is not None:

@@ -8,7 +8,7 @@ Observations, `insert_many`), not through the API: only the searches are timed. 
 process (uvicorn, `setaccounts_dev.commands.api_command`) on the engines `setaccounts_dev.engines` picks,
 and every request goes over HTTP on 127.0.0.1 with an admin token of a throw-away signing key.
 
-`python benchmarks/search.py` prints the table; `--output docs/benchmarks.md` also rewrites the block
+`python -m benchmarks.search` prints the table; `--output docs/benchmarks.md` also rewrites the block
 between the search markers there.
 """
 
@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
-from report import machine_facts, markdown_table, replace_block
-from run import REPO, say, seed
 
+from benchmarks.common import REPO, say, seed
+from benchmarks.report import machine_facts, markdown_table, replace_block
 from setaccounts.mongo import ensure_indexes
 from setaccounts_api.routes.search import encode_cursor
 from setaccounts_dev.commands import api_command
@@ -72,7 +72,8 @@ async def timed(runs: int, call: Callable[[int], Awaitable[httpx.Response]]) -> 
 
 
 def next_link(response: httpx.Response) -> str:
-    return next(link["url"] for link in response.json()["link"] if link["relation"] == "next")
+    url: str = next(link["url"] for link in response.json()["link"] if link["relation"] == "next")
+    return url
 
 
 def expect_entries(response: httpx.Response, wanted: Sequence[str]) -> None:

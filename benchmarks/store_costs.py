@@ -13,7 +13,7 @@ Together, the calls one member needs (read in a chunk of 50, the member cursor, 
 grouped update, one record produced, consumed and decoded) are the floor under the propagator's CPU per
 member: what PyMongo and aiokafka cost on this machine with no code of the pipeline around them.
 
-`python benchmarks/store_costs.py [--members 5000] [--output docs/benchmarks.md]` (the third step of
+`python -m benchmarks.store_costs [--members 5000] [--output docs/benchmarks.md]` (the third step of
 `make bench`): on the engines `setaccounts_dev.engines` picks (embedded here). The servers' CPU comes from
 `/proc/<pid>/stat`, so it is only shown when they are embedded subprocesses; the client's is this thread's
 (`time.thread_time`: the event loop runs every client here). Each figure is the best of `--repeat` runs
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener
-from procfs import cpu_snapshot, engine_pids
 from pymongo import AsyncMongoClient, UpdateMany, UpdateOne
-from report import machine_facts, markdown_table, replace_block
-from run import isolated_db, isolated_settings, raw_set, say, seed
 
+from benchmarks.common import isolated_db, isolated_settings, raw_set, say, seed
+from benchmarks.procfs import cpu_snapshot, engine_pids
+from benchmarks.report import machine_facts, markdown_table, replace_block
 from setaccounts.events.channels import UPDATES
 from setaccounts.events.updates import MemberUpdateTemplate
 from setaccounts.kafka import make_consumer, make_producer, send_encoded

@@ -2,7 +2,7 @@
 verification dependency replaced by a fixed admin principal, interleaved.
 
 Runs the API in-process against the engines (`make run`'s order of preference), with a local JWKS file and
-a fresh ES256 token, and reports the median and p95 of each. Usage: `python benchmarks/token_verification.py
+a fresh ES256 token, and reports the median and p95 of each. Usage: `python -m benchmarks.token_verification
 [--requests N]`. Also times `TokenVerifier.verify` alone (keys cached).
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 from setaccounts.auth.tokens import TokenVerifier
-from setaccounts.kafka import create_topics
 from setaccounts.settings import Settings
+from setaccounts.topics import create_topics
 from setaccounts_api.app import create_app
 from setaccounts_api.security import authenticate
 from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
