@@ -46,6 +46,51 @@ StoredJob = dict[str, Any]
 _RUNNING = {"$nin": sorted(TERMINAL)}
 
 
+def accepted_fields(command: SetAccountsCommand, now: datetime) -> StoredJob:
+    """A new job's fields: `accepted`, from the command."""
+    return {
+        "target": command.target,
+        "accounts": list(command.accounts),
+        "mode": command.mode,
+        "propagate": command.propagate,
+        "status": JobStatus.ACCEPTED.value,
+        "requested_at": command.requested_at,
+        "requested_by": command.requested_by,
+        "redrive_of": command.redrive_of,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def planning_fields(target_seq: int, accounts_before: list[str], members: int, now: datetime) -> StoredJob:
+    """What `start_plan` writes."""
+    return {
+        "target_seq": target_seq,
+        "accounts_before": accounts_before,
+        "status": JobStatus.PLANNING.value,
+        "expected": members,
+        "planned": False,
+        "updated_at": now,
+    }
+
+
+def aggregate_fields(job: Job, aggregate: Aggregate, now: datetime) -> StoredJob:
+    """What `save_aggregate` writes: the fold's counts, a new `agg_rev`, and the end if the fold ended it."""
+    fields: StoredJob = {
+        "tallies": {p: t.model_dump() for p, t in aggregate.tallies.items()},
+        "processed": aggregate.processed,
+        "resources_updated": aggregate.resources_updated,
+        "resources_changed": aggregate.resources_changed,
+        "agg_rev": (job.agg_rev or 0) + 1,
+        "updated_at": now,
+    }
+    if aggregate.status is not None:
+        fields["status"] = aggregate.status.value
+    if aggregate.outcome is not None:
+        fields["outcome"] = aggregate.outcome
+    return fields
+
+
 class StaleJob(Exception):
     """Another aggregator wrote the job meanwhile; read it again and fold again."""
 
@@ -169,20 +214,7 @@ class JobStore:
         now = _now()
         created = await self._jobs.find_one_and_update(
             {"_id": command.command_id},
-            {
-                "$setOnInsert": {
-                    "target": command.target,
-                    "accounts": list(command.accounts),
-                    "mode": command.mode,
-                    "propagate": command.propagate,
-                    "status": JobStatus.ACCEPTED.value,
-                    "requested_at": command.requested_at,
-                    "requested_by": command.requested_by,
-                    "redrive_of": command.redrive_of,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            },
+            {"$setOnInsert": accepted_fields(command, now)},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -254,16 +286,7 @@ class JobStore:
         await self._jobs.update_one(
             # a job cancelled meanwhile stays cancelled
             {"_id": command_id, "target_seq": {"$exists": False}, "status": _RUNNING},
-            {
-                "$set": {
-                    "target_seq": target_seq,
-                    "accounts_before": accounts_before,
-                    "status": JobStatus.PLANNING.value,
-                    "expected": members,
-                    "planned": False,
-                    "updated_at": _now(),
-                }
-            },
+            {"$set": planning_fields(target_seq, accounts_before, members, _now())},
         )
         job = await self.get(command_id)
         return None if job is None or job.finished else job
@@ -310,18 +333,7 @@ class JobStore:
     async def save_aggregate(self, job: Job, aggregate: Aggregate) -> None:
         """Write the fold's result if no other aggregator wrote the job since `job` was read (and, when it
         ends the job, if no one else ended it meanwhile); StaleJob otherwise."""
-        fields: StoredJob = {
-            "tallies": {p: t.model_dump() for p, t in aggregate.tallies.items()},
-            "processed": aggregate.processed,
-            "resources_updated": aggregate.resources_updated,
-            "resources_changed": aggregate.resources_changed,
-            "agg_rev": (job.agg_rev or 0) + 1,
-            "updated_at": _now(),
-        }
-        if aggregate.status is not None:
-            fields["status"] = aggregate.status.value
-        if aggregate.outcome is not None:
-            fields["outcome"] = aggregate.outcome
+        fields = aggregate_fields(job, aggregate, _now())
         guard: StoredJob = {"_id": job.id, "agg_rev": job.agg_rev}
         if job.agg_rev is None:
             guard["agg_rev"] = {"$exists": False}

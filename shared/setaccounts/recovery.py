@@ -1,11 +1,12 @@
-"""Recovery from a broker that lost its topics: a memory-only broker (Tansu) restarted, or an operator
+"""Recovery from a broker that lost its topics: a memory-only broker restarted, or an operator
 deleted them. Both services watch for it; whichever notices first recreates the topics and ends the jobs
 whose events were lost, so nothing waits for records that no longer exist.
 
 A broker that does not answer is an outage (waited out elsewhere), not a loss. A loss is a broker that
 answers without our topics, or with a partition that ended further than it ends now (or no longer exists):
-a client's metadata request may already have auto-created a lost topic (Tansu always does; Apache Kafka with
-`auto.create.topics.enable`), so presence alone does not tell. Recreating is idempotent (`create_topics`
+a client's metadata request may already have auto-created a lost topic (a memory-only broker always does;
+Apache Kafka with `auto.create.topics.enable`), so presence alone does not tell. Recreating is idempotent
+(`create_topics`
 leaves existing topics alone) and tried at most once per back-off period; jobs are ended once per loss,
 whichever service notices first (`JobStore.fail_lost`).
 

@@ -24,7 +24,15 @@ from aiokafka import ConsumerRecord
 
 from setaccounts.events import COMMANDS, RESULTS, CancelRequested, Channel, Effect, Event, SetAccountsCommand
 from setaccounts.events.wire import Encoded, partition_for
-from setaccounts.jobs import Aggregate, Job, StaleJob
+from setaccounts.jobs import (
+    Aggregate,
+    Job,
+    JobStore,
+    StaleJob,
+    accepted_fields,
+    aggregate_fields,
+    planning_fields,
+)
 from setaccounts.kafka import encoded
 from setaccounts.settings import Settings
 from setaccounts.status import JobStatus
@@ -42,10 +50,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class FakeJobStore:
-    """`setaccounts.jobs.JobStore` over a dict of stored job documents (validated on every read, as there)."""
+class FakeJobStore(JobStore):
+    """`setaccounts.jobs.JobStore` over a dict of stored job documents (validated on every read, as there):
+    every method that touches the collection is replaced; the steps that only set fields through `_set`
+    (`mark_target_written`, `checkpoint`, `finish_plan`, `record_failure`, `cancel`) are the store's own."""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # no collection: nothing of the store's own reaches a database
         self.documents: dict[str, StoredJob] = {}
         self.sequences: dict[str, int] = {}
 
@@ -64,30 +74,11 @@ class FakeJobStore:
         now = _now()
         self.documents.setdefault(
             command.command_id,
-            {
-                "_id": command.command_id,
-                "target": command.target,
-                "accounts": list(command.accounts),
-                "mode": command.mode,
-                "propagate": command.propagate,
-                "status": JobStatus.ACCEPTED.value,
-                "requested_at": command.requested_at,
-                "requested_by": command.requested_by,
-                "redrive_of": command.redrive_of,
-                "created_at": now,
-                "updated_at": now,
-            },
+            {"_id": command.command_id, **accepted_fields(command, now)},
         )
         job = await self.get(command.command_id)
         assert job is not None
         return job
-
-    async def cancel(self, command_id: str, by: str | None) -> Job | None:
-        """What the API does on `DELETE` of the job's status URL."""
-        await self._set(
-            command_id, {"status": JobStatus.CANCELLED.value, "cancelled_at": _now(), "cancelled_by": by}
-        )
-        return await self.get(command_id)
 
     async def next_seq(self, target: str) -> int:
         self.sequences[target] = self.sequences.get(target, 0) + 1
@@ -98,31 +89,9 @@ class FakeJobStore:
     ) -> Job | None:
         stored = self.documents.get(command_id)
         if stored is not None and "target_seq" not in stored and not self._finished(stored):
-            stored |= {
-                "target_seq": target_seq,
-                "accounts_before": accounts_before,
-                "status": JobStatus.PLANNING.value,
-                "expected": members,
-                "planned": False,
-                "updated_at": _now(),
-            }
+            stored |= planning_fields(target_seq, accounts_before, members, _now())
         job = await self.get(command_id)
         return None if job is None or job.finished else job
-
-    async def mark_target_written(self, command_id: str, changed: bool) -> bool:
-        return await self._set(command_id, {"target_written": True, "target_changed": changed})
-
-    async def checkpoint(self, command_id: str, cursor: str, emitted: int) -> bool:
-        return await self._set(
-            command_id, {"cursor": cursor, "emitted": emitted, "status": JobStatus.APPLYING.value}
-        )
-
-    async def finish_plan(self, command_id: str, expected: int, partitions: list[int]) -> Job | None:
-        await self._set(command_id, {"planned": True, "expected": expected, "partitions": partitions})
-        return await self.get(command_id)
-
-    async def record_failure(self, command_id: str, http_status: int) -> None:
-        await self._set(command_id, {"http_status": http_status})
 
     async def reject(self, command_id: str, target: str | None) -> bool:
         found = self.documents.setdefault(
@@ -146,19 +115,7 @@ class FakeJobStore:
             or (aggregate.status is not None and self._finished(stored))
         ):
             raise StaleJob(job.id)
-        fields: StoredJob = {
-            "tallies": {p: t.model_dump() for p, t in aggregate.tallies.items()},
-            "processed": aggregate.processed,
-            "resources_updated": aggregate.resources_updated,
-            "resources_changed": aggregate.resources_changed,
-            "agg_rev": (job.agg_rev or 0) + 1,
-            "updated_at": _now(),
-        }
-        if aggregate.status is not None:
-            fields["status"] = aggregate.status.value
-        if aggregate.outcome is not None:
-            fields["outcome"] = aggregate.outcome
-        stored |= copy.deepcopy(fields)
+        stored |= copy.deepcopy(aggregate_fields(job, aggregate, _now()))
 
     @staticmethod
     def _finished(stored: StoredJob) -> bool:

@@ -88,8 +88,9 @@ class ConsumerLoop:
     async def _rewind_past_end(self) -> None:
         """A partition whose log now ends before our position was recreated (a broker that lost its data, a
         topic deleted and created again), and a commit from before may have put us there. Kafka answers such
-        a fetch with an out-of-range error and the client resets to the earliest offset; Tansu answers with
-        no records, so the consumer would wait there for ever: rewind as that reset would. Asked at most
+        a fetch with an out-of-range error and the client resets to the earliest offset; a broker that
+        answers with no records instead (the memory-only development broker does) would leave the consumer
+        waiting there for ever: rewind as that reset would. Asked at most
         every `REWIND_CHECK_SECONDS`: each question costs a round of position lookups, and an idle loop
         would otherwise ask several times a second."""
         now = time.monotonic()

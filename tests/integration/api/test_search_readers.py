@@ -17,7 +17,6 @@ import pytest
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.auth.principal import ClaimNames, principal_of
@@ -25,7 +24,7 @@ from setaccounts.store.meta import Document
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import get_stores
 from setaccounts_api.rest.access import Access
-from setaccounts_api.rest.queries import Scan, ScanReader, SearchQuery, search_page
+from setaccounts_api.rest.queries import ScanRead, ScanReader, SearchQuery, search_page
 from setaccounts_api.rest.readers import WindowedReader, read_indexed
 from setaccounts_api.rest.windows import WindowHints
 from setaccounts_api.routes.search import confine, parse_params
@@ -135,11 +134,9 @@ async def test_the_route_reads_through_the_stores_the_app_was_given(
     await seed(*patient_with_members("p1", 5))
     scans: list[SearchQuery] = []
 
-    async def watched(
-        store: ResourceStore, query: SearchQuery, scan: Scan, want: int, session: AsyncClientSession | None
-    ) -> list[Document]:
-        scans.append(query)
-        return await read_indexed(store, query, scan, want, session)
+    async def watched(read: ScanRead) -> list[Document]:
+        scans.append(read.query)
+        return await read_indexed(read)
 
     given: Stores = app.state.stores
     app.dependency_overrides[get_stores] = lambda: replace(given, reader=watched)

@@ -53,7 +53,7 @@ async def records_when(settings: Settings, ready: Any, seconds: float = 30) -> l
     """The log once `ready(records)` holds (results arrive asynchronously)."""
     deadline = time.monotonic() + seconds
     while True:
-        records = (await load_log(settings, progress=False)).history.records()
+        records = (await load_log(settings, progress=False)).log.records()
         if ready(records) or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.3)

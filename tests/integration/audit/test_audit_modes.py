@@ -25,7 +25,7 @@ O1, O2, O3 = "Organization/o1", "Organization/o2", "Organization/o3"
 async def finished_records(settings: Settings, count: int) -> list[CommandRecord]:
     deadline = time.monotonic() + 30
     while True:
-        records = (await load_log(settings, progress=False)).history.records()
+        records = (await load_log(settings, progress=False)).log.records()
         if sum(r.status == "completed" for r in records) >= count or time.monotonic() > deadline:
             return records
         await asyncio.sleep(0.3)

@@ -156,18 +156,21 @@ class Page:
     more: bool  # another page follows
 
 
-class ScanReader(Protocol):
-    """Reads up to `want` documents of one range scan that `query` admits, in `_id` order (`rest.readers`:
-    the store's profile picks one)."""
+@dataclass(frozen=True)
+class ScanRead:
+    """One range scan of a page to read: up to `want` documents that `query` admits, in `_id` order."""
 
-    async def __call__(
-        self,
-        store: ResourceStore,
-        query: SearchQuery,
-        scan: Scan,
-        want: int,
-        session: AsyncClientSession | None,
-    ) -> list[Document]: ...
+    store: ResourceStore
+    query: SearchQuery
+    scan: Scan
+    want: int
+    session: AsyncClientSession | None = None
+
+
+class ScanReader(Protocol):
+    """Reads a range scan (`rest.readers`: the store's profile picks one)."""
+
+    async def __call__(self, read: ScanRead) -> list[Document]: ...
 
 
 async def read_range(
@@ -198,7 +201,7 @@ async def search_page(
             cursor = store.collection.find(scan.equals, PUBLIC, session=session)
             rows = [doc for doc in await cursor.sort("_id", ASCENDING).to_list() if query.admits(doc)]
         else:
-            rows = await reader(store, query, scan, want, session)
+            rows = await reader(ScanRead(store, query, scan, want, session))
         for doc in rows[:want]:
             found[doc["_id"]] = doc
     ordered = [found[key] for key in sorted(found)]

@@ -16,32 +16,25 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.profile import StoreProfile
 from setaccounts.store.meta import Document
-from setaccounts.store.resources import ResourceStore
-from setaccounts_api.rest.queries import Scan, ScanReader, SearchQuery, read_range
+from setaccounts_api.rest.queries import ScanRead, ScanReader, read_range
 from setaccounts_api.rest.stored_hints import StoredHints
 from setaccounts_api.rest.windows import Window, WindowHints, read_windows
 
 
-async def read_indexed(
-    store: ResourceStore,
-    query: SearchQuery,
-    scan: Scan,
-    want: int,
-    session: AsyncClientSession | None,
-) -> list[Document]:
+async def read_indexed(read: ScanRead) -> list[Document]:
     found: list[Document] = []
-    while len(found) < want:
-        batch = await read_range(store, scan.where, want, session)
-        found += [doc for doc in batch if query.admits(doc)]
-        if len(batch) < want:
+    scan = read.scan
+    while len(found) < read.want:
+        batch = await read_range(read.store, scan.where, read.want, read.session)
+        found += [doc for doc in batch if read.query.admits(doc)]
+        if len(batch) < read.want:
             break
         scan = replace(scan, after=batch[-1]["_id"])
-    return found[:want]
+    return found[: read.want]
 
 
 class WindowedReader:
@@ -50,20 +43,15 @@ class WindowedReader:
     def __init__(self, hints: WindowHints) -> None:
         self.hints = hints
 
-    async def __call__(
-        self,
-        store: ResourceStore,
-        query: SearchQuery,
-        scan: Scan,
-        want: int,
-        session: AsyncClientSession | None,
-    ) -> list[Document]:
-        async def read(window: Window, limit: int) -> list[Document]:
-            return await read_range(store, scan.window(window), limit, session)
+    async def __call__(self, read: ScanRead) -> list[Document]:
+        scan = read.scan
+
+        async def in_window(window: Window, limit: int) -> list[Document]:
+            return await read_range(read.store, scan.window(window), limit, read.session)
 
         start = scan.floor if scan.after is None else scan.after
         return await read_windows(
-            read, query.admits, start, scan.below, want, self.hints, scan.shape, scan.floor
+            in_window, read.query.admits, start, scan.below, read.want, self.hints, scan.shape, scan.floor
         )
 
 
