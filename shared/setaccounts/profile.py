@@ -21,6 +21,8 @@ Overrides (`None` = detect): `SETACCOUNTS_STORE_LIMIT_PUSHDOWN`, `SETACCOUNTS_KA
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,18 +97,28 @@ def broker_profile_of(error_code: int) -> BrokerProfile:
     return BrokerProfile(False, f"the broker answered InitProducerId with {error.__name__}")
 
 
-async def detect_broker(settings: Settings) -> BrokerProfile:
-    """Asks one broker for a producer id, as an idempotent producer would first (raises while no broker
-    answers: the caller waits). `kafka_idempotence` set: no question asked."""
+async def detect_broker(settings: Settings, patience: float = 30.0) -> BrokerProfile:
+    """Asks one broker for a producer id, as an idempotent producer would first, and again for `patience`
+    seconds while it answers that it is still loading (a broker just started does); raises while no broker
+    answers (the caller waits). `kafka_idempotence` set: no question asked."""
     if settings.kafka_idempotence is not None:
         return BrokerProfile(settings.kafka_idempotence, "set by SETACCOUNTS_KAFKA_IDEMPOTENCE")
     client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security(settings))
+    deadline, delay = time.monotonic() + patience, 0.1
     try:
         await client.bootstrap()
-        request = InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
-        response = await client.send(client.get_random_node(), request)
+        while True:
+            request = InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
+            response = await client.send(client.get_random_node(), request)
+            try:
+                profile = broker_profile_of(response.error_code)
+                break
+            except errors.KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
     finally:
         await client.close()
-    profile = broker_profile_of(response.error_code)
     log.info("broker profile", idempotent_producer=profile.idempotent_producer, why=profile.why)
     return profile
