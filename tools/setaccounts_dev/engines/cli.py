@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import tempfile
 from pathlib import Path
@@ -13,7 +12,11 @@ from setaccounts_dev.engines.processes import write_private
 
 def main() -> None:
     """`setaccounts-engines`: start the engines, print their addresses (and where the variables that reach
-    them are, password included: a file only its owner may read), run until interrupted."""
+    them are, password included: a file only its owner may read), run until SIGINT or SIGTERM, then stop
+    the engines and remove their data (both signals are blocked and waited for: the default action of a
+    SIGTERM would end the process before any clean-up)."""
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
     with engines() as found, tempfile.TemporaryDirectory(prefix="setaccounts-engines-env-") as private:
         variables = Path(private) / "engines.env"
         write_private(variables, "".join(f"export {k}='{v}'\n" for k, v in found.as_env().items()))
@@ -22,5 +25,4 @@ def main() -> None:
             f"variables for the services and tools: source {variables}",
             flush=True,
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.sigwait(stopping)
