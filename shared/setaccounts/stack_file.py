@@ -53,7 +53,14 @@ def write(workdir: Path, env: Mapping[str, str], api_url: str) -> Path:
 
 
 def remove(workdir: Path) -> None:
-    (workdir / RELATIVE_PATH.name).unlink(missing_ok=True)
+    """Remove the record if it is this process's (a later stack in the same checkout may have replaced it)."""
+    path = workdir / RELATIVE_PATH.name
+    try:
+        recorded = json.loads(path.read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded in (None, os.getpid()):
+        path.unlink(missing_ok=True)
 
 
 def find(start: Path | None = None) -> dict[str, Any] | None:

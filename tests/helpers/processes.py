@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
 from setaccounts.settings import Settings
 from setaccounts_dev.commands import api_command, propagator_command
 from setaccounts_dev.engines.processes import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -61,3 +65,18 @@ def api_process(settings: Settings, timeout: float = 60) -> Iterator[tuple[subpr
         yield proc, f"http://127.0.0.1:{port}/fhir/R4"
     finally:
         _stop(proc)
+
+
+@contextmanager
+def stacks_in_this_checkout(exclusive: bool = False) -> Iterator[None]:
+    """Hold while a test runs `make run` in this checkout: every such stack records itself in the checkout's
+    one `.run/stack.json` and removes the record when it stops, so a test that reads the record holds it
+    alone (`exclusive`) while the others share it (test workers are processes: a file lock)."""
+    lock = ROOT / ".run" / "stacks.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)

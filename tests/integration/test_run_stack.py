@@ -25,6 +25,7 @@ from setaccounts.settings import Settings
 from setaccounts_dev.engines import Engines
 from setaccounts_dev.engines.processes import free_port
 from tests.helpers.jobs import wait_final
+from tests.helpers.processes import stacks_in_this_checkout
 from tests.helpers.publishing import send_command
 from tests.helpers.resources import patient_with_members, store_resources
 
@@ -113,7 +114,8 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], int]]:
     env = {**os.environ, "SETACCOUNTS_PORT": str(port), "SETACCOUNTS_ENGINES": "embedded"}
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI"):
         env.pop(name, None)  # embedded engines: the test checks they stop too
-    yield env, port
+    with stacks_in_this_checkout():
+        yield env, port
 
 
 def run_stack(env: dict[str, str], port: int, log: Path, via_make: bool) -> Stack:

@@ -9,16 +9,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from setaccounts_dev.engines.processes import free_port
+from tests.helpers.processes import stacks_in_this_checkout
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / ".run" / "stack.json"
 ENGINES = ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI")
+
+
+@pytest.fixture(autouse=True)
+def alone_in_this_checkout() -> Iterator[None]:
+    """No other test's stack may write or remove the record this test reads."""
+    with stacks_in_this_checkout(exclusive=True):
+        yield
 
 
 def test_the_audit_cli_finds_the_running_stack_and_the_file_goes_with_it(tmp_path: Path) -> None:

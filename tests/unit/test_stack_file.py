@@ -77,3 +77,14 @@ def test_a_file_left_by_a_killed_stack_or_a_stopped_one_is_ignored(tmp_path: Pat
     environ: dict[str, str] = {}
     assert stack_file.use_running_stack(environ, start=tmp_path) is None
     assert stack_file.engines_unset(environ)
+
+
+def test_a_stack_that_stops_leaves_the_record_of_another_one_running_in_the_checkout(tmp_path: Path) -> None:
+    path = written(tmp_path)
+    other = {**json.loads(path.read_text()), "pid": os.getppid()}  # a live process, not this one
+    path.write_text(json.dumps(other))
+    stack_file.remove(tmp_path / ".run")
+    assert json.loads(path.read_text()) == other, "another stack's record is not this one's to remove"
+    path.write_text(json.dumps({**other, "pid": os.getpid()}))
+    stack_file.remove(tmp_path / ".run")
+    assert not path.exists()
