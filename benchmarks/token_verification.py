@@ -50,6 +50,8 @@ async def main(requests: int) -> None:
             **found.settings(),
             mongodb_database=f"bench_auth_{run}",
             topic_prefix=f"bench{run}.",
+            replication_factor=1,  # the development engines are one broker each, as in `isolated_settings`
+            min_insync_replicas=1,
             auth_issuer=DEV_ISSUER,
             auth_audience=DEV_AUDIENCE,
             auth_jwks_file=str(Path(keys) / JWKS_FILE),
