@@ -118,6 +118,7 @@ async def measure(
     sample = refs[::step][:fast]
     page = min(500, len(refs) // 100)  # the deep page: 500 at 100k
     deep = (page - 1) * 100  # its first resource
+    walks = min(fast, len(refs) // 100 - 1)  # pages after the first: a small store has fewer than `fast`
     middle = patients[len(patients) // 2]
     results: list[Measured] = []
 
@@ -176,7 +177,7 @@ async def measure(
         ("`Observation?_count=100`, page 1, first ever", TARGETS["page"], 1, first_page),
         ("`Observation?_count=100`, page 1", TARGETS["page"], fast, first_page),
         (f"`Observation?_count=100`, page {page} (`_cursor`)", TARGETS["page"], fast, deep_page),
-        ("`Observation?_count=100`, pages 2-51 by `next` link", TARGETS["page"], fast, walk),
+        (f"`Observation?_count=100`, pages 2-{walks + 1} by `next` link", TARGETS["page"], walks, walk),
         (f"`Observation?_count=100&_offset={deep}` (older paging)", None, slow, deep_offset),
         ("system search `?_count=100`, page 1, first ever", TARGETS["page"], 1, system_search),
         ("system search `?_count=100`, page 1", TARGETS["page"], fast, system_search),
