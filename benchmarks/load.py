@@ -44,6 +44,7 @@ from benchmarks.report import replace_block
 from setaccounts.status import TERMINAL
 from setaccounts.topics import create_topics
 from setaccounts_dev.engines import Engines, engines
+from setaccounts_dev.jobs import JobsNotFinished, reached
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
@@ -187,19 +188,18 @@ async def send_commands(
 async def wait_jobs(
     db: Any, sent: list[tuple[str, float]], limit: float
 ) -> tuple[dict[str, Any], list[float]]:
-    """Poll `jobs` until every command is terminal; returns the jobs and each one's completion latency."""
+    """Every command's job once it ended; returns the jobs and each one's completion latency."""
     started_at = dict(sent)
     done: dict[str, Any] = {}
     latency: list[float] = []
-    deadline = time.monotonic() + limit
-    while len(done) < len(sent):
-        pending = [c for c in started_at if c not in done]
-        async for job in db.jobs.find({"_id": {"$in": pending}, "status": {"$in": sorted(TERMINAL)}}):
+    try:
+        async for job in reached(db, started_at, seconds=limit, poll_seconds=POLL_SECONDS):
             done[job["_id"]] = job
             latency.append(time.perf_counter() - started_at[job["_id"]])
-        if time.monotonic() > deadline:
-            raise LoadError(f"{len(sent) - len(done)} of {len(sent)} jobs not finished after {limit:.0f}s")
-        await asyncio.sleep(POLL_SECONDS)
+    except JobsNotFinished as exc:
+        raise LoadError(
+            f"{len(sent) - len(done)} of {len(sent)} jobs not finished after {limit:.0f}s"
+        ) from exc
     return done, latency
 
 

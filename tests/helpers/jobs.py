@@ -1,16 +1,14 @@
-"""Wait for a job to reach a status, reading the `jobs` collection directly: the one waiter of the tests,
-on the jobs' own status vocabulary (`setaccounts.status`)."""
+"""The tests' waits on a job: `setaccounts_dev.jobs` with the tests' defaults (completed; ended)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Collection
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.status import TERMINAL, JobStatus
+from setaccounts_dev import jobs
 
 
 async def wait_job(
@@ -20,15 +18,8 @@ async def wait_job(
     timeout: float = 60,
     where: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Poll the job until its status is one of `statuses` (and it matches `where`)."""
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        job = await db.jobs.find_one({"_id": command_id, **(where or {})})
-        if job is not None and job.get("status") in statuses:
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {command_id} did not reach {sorted(statuses)} within {timeout}s: {job}")
+    """The job once its status is one of `statuses` (completed, by default) and it matches `where`."""
+    return await jobs.wait_job(db, command_id, statuses, timeout, where)
 
 
 async def wait_final(
