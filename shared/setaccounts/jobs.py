@@ -99,10 +99,12 @@ class PartitionTally(BaseModel):
     """The aggregator's count of one update partition for one command.
 
     Members reach a partition in increasing order, so `watermark` (the highest member counted) keeps
-    repeats out of the counts.
+    repeats out of the counts. `applied` counts every member applied, gone and cancelled ones too: the
+    planner paces the fan-out by it (`pacing.Lead`).
     """
 
     watermark: str = ""
+    applied: int = 0
     processed: int = 0
     changed: int = 0
     done: bool = False
@@ -152,6 +154,12 @@ class Job(BaseModel):
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def applied(self) -> int:
+        """Member updates the applier has applied (whatever their effect), as the aggregator counted them;
+        a tally stored before `applied` existed counts its processed ones."""
+        return sum(max(t.applied, t.processed) for t in self.tallies.values())
 
     @property
     def progress(self) -> Progress:

@@ -62,9 +62,7 @@ def make_producer(settings: Settings, *, idempotent: bool = False) -> AIOKafkaPr
     )
 
 
-def make_consumer(
-    settings: Settings, role: str, *topics: str, max_records: int = 1000, max_poll_interval_ms: int = 300_000
-) -> AIOKafkaConsumer:
+def make_consumer(settings: Settings, role: str, *topics: str, max_records: int = 1000) -> AIOKafkaConsumer:
     """A consumer in the role's own group; offsets are committed by hand after the writes they cover."""
     return AIOKafkaConsumer(
         *topics,
@@ -81,7 +79,6 @@ def make_consumer(
         # A third of the session, as Kafka recommends: each heartbeat is a request and a wake-up.
         heartbeat_interval_ms=max(200, settings.kafka_session_timeout_ms // 3),
         rebalance_timeout_ms=30_000,
-        max_poll_interval_ms=max_poll_interval_ms,
         # A topic deleted and created again is seen (and assigned) within seconds, not after 5 minutes.
         metadata_max_age_ms=5_000,
         # Kafka's 500 ms by default. Idle, each of a process's three consumers asks this often; a longer wait

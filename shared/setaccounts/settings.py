@@ -85,6 +85,27 @@ class Settings(BaseSettings):
     )
     plan_page_size: int = Field(1000, ge=1, description="Members read per planner page (and checkpoint).")
     apply_batch_size: int = Field(1000, ge=1, description="Most updates applied in one bulk write.")
+    # Fairness between commands (docs/architecture.md, "Fairness"): every command's updates share the
+    # updates topic, so a fan-out runs only a little ahead of the applier, and the applier's batches are
+    # short, so a small command's updates never queue behind more than a fraction of a second of work.
+    plan_concurrency: int = Field(
+        16, ge=1, description="Commands the planner runs at once (one at a time per target)."
+    )
+    plan_lead_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="How far one command's fan-out runs ahead of the applier: its emitted but unapplied "
+        "updates are kept under this many seconds of the applier's measured pace.",
+    )
+    plan_least_lead: int = Field(
+        50, ge=1, description="Unapplied updates a fan-out may always have, whatever the applier's pace."
+    )
+    apply_batch_seconds: float = Field(
+        0.15,
+        gt=0,
+        description="Time one applier batch aims at: batches are sized from the measured time per update "
+        "(at most apply_batch_size), so a batch holds no other command's updates back for long.",
+    )
     kafka_session_timeout_ms: int = Field(
         10_000,
         ge=1000,

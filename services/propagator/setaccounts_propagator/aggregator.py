@@ -60,6 +60,7 @@ def aggregate(job: Job, events: Sequence[Any]) -> Aggregate:
                 if member <= tally.watermark:
                     continue  # counted before: a redelivery, a re-plan or a zombie's repeat
                 tally.watermark = member
+                tally.applied += 1
                 tally.processed += result in COUNTED
                 tally.changed += result == Effect.CHANGED
         elif isinstance(event, PartitionDone):

@@ -31,6 +31,7 @@ from setaccounts.store.resources import ResourceStore
 from setaccounts_propagator.aggregator import Aggregator
 from setaccounts_propagator.applier import Applier
 from setaccounts_propagator.consumer import ConsumerLoop
+from setaccounts_propagator.pacing import BatchSizer
 from setaccounts_propagator.planner import Planner
 from setaccounts_propagator.ports import Jobs, KafkaPublisher, Propagates, Publisher, Resources
 from setaccounts_propagator.role import RoleHandler
@@ -63,7 +64,13 @@ def build_stores(db: AsyncDatabase[dict[str, Any]], profile: StoreProfile) -> St
 
 def planner(settings: Settings, stores: Stores, publisher: Publisher) -> Planner:
     return Planner(
-        stores.jobs, stores.resources, stores.propagation, publisher, page_size=settings.plan_page_size
+        stores.jobs,
+        stores.resources,
+        stores.propagation,
+        publisher,
+        page_size=settings.plan_page_size,
+        lead_seconds=settings.plan_lead_seconds,
+        least_lead=settings.plan_least_lead,
     )
 
 
@@ -83,13 +90,17 @@ class Role:
     reads: Channel
     handler: Callable[[Settings, Stores, Publisher], RoleHandler]
     batch: Callable[[Settings], int]
-    max_poll_interval_ms: int = 300_000  # longer than any one batch may take, or the group drops the member
+    concurrency: Callable[[Settings], int] = lambda s: 0  # records in flight at once (0: whole batches)
+    batch_seconds: Callable[[Settings], float | None] = lambda s: None  # batches sized by time, if set
 
 
 ROLES: dict[str, Role] = {
-    # One command's fan-out runs inside one poll: allow an hour (tens of millions of members).
-    "planner": Role(COMMANDS, planner, lambda s: 20, 3_600_000),
-    "applier": Role(UPDATES, applier, lambda s: s.apply_batch_size),
+    # A command's fan-out lasts as long as its job: several run at once, one per target, so the loop
+    # keeps polling (and the group keeps the member) while they run.
+    "planner": Role(COMMANDS, planner, lambda s: 20, concurrency=lambda s: s.plan_concurrency),
+    "applier": Role(
+        UPDATES, applier, lambda s: s.apply_batch_size, batch_seconds=lambda s: s.apply_batch_seconds
+    ),
     "aggregator": Role(RESULTS, aggregator, lambda s: 2000),
 }
 
@@ -104,6 +115,7 @@ def build_loop(
     """One role's consume loop, with its own consumer and a handler over the process's stores and publisher
     (the dead-letter path sends the raw records through the publisher's producer)."""
     role = ROLES[name]
+    seconds = role.batch_seconds(settings)
     return ConsumerLoop(
         role=name,
         channel=role.reads,
@@ -112,7 +124,6 @@ def build_loop(
             name,
             settings.topics.of(role.reads),
             max_records=role.batch(settings),
-            max_poll_interval_ms=role.max_poll_interval_ms,
         ),
         producer=publisher.producer,
         deadletter_topic=settings.topics.deadletter,
@@ -120,6 +131,8 @@ def build_loop(
         ping=stores.ping,
         max_retries=settings.max_retries,
         losses=losses,
+        concurrency=role.concurrency(settings),
+        sizer=None if seconds is None else BatchSizer(seconds, most=role.batch(settings)),
     )
 
 

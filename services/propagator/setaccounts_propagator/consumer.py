@@ -8,25 +8,35 @@ Failures come in three kinds: a `PermanentFailure` (the input is wrong) is dead-
 its partitions paused but still polled, so the group keeps the member; anything else is retried a few
 times, then the batch is split to find the poison record, which is dead-lettered only if the dependencies
 answer meanwhile (otherwise it, too, is an outage).
+
+Two ways to take records (`concurrency`): a role whose records are small runs each poll's batch whole and
+commits after it (the applier, the aggregator: one store round per batch). A role whose records can take
+long, the planner (a command's fan-out runs as long as its job), runs up to `concurrency` records at once,
+one at a time per record key (per target: that target's commands keep their order), and commits each
+partition up to its first unfinished record (`offsets.InFlight`), so a command never waits behind another
+target's fan-out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from setaccounts.events import Channel, EventError
 from setaccounts.failures import PermanentFailure, is_outage
 from setaccounts.kafka import dead_letter
 from setaccounts.metrics import BATCH_SECONDS, OUTAGE, RECORDS
+from setaccounts_propagator.offsets import InFlight
+from setaccounts_propagator.pacing import BatchSizer
 from setaccounts_propagator.role import Item, Record, RoleHandler
 
 log = structlog.get_logger(__name__)
@@ -51,26 +61,126 @@ class ConsumerLoop:
     outage_backoff_cap: float = 10.0
     losses: Callable[[], int] = lambda: 0
     """How many losses of the broker's topics this process knows of (`TopicRecovery.losses`)."""
+    concurrency: int = 0
+    """0: each poll's batch is handled whole, then committed. N: up to N records in flight, one per key."""
+    sizer: BatchSizer | None = None
+    """Sizes each poll so a batch takes about so long (`pacing.BatchSizer`); None: as many as polled."""
     _losses_seen: int = 0
     _rewind_checked: float = 0.0
+    _in_flight: InFlight[TopicPartition] = field(default_factory=InFlight)
+    _tasks: dict[TopicPartition, set[asyncio.Task[None]]] = field(default_factory=dict)
+    _last_of_key: dict[bytes | None, asyncio.Task[None]] = field(default_factory=dict)
+    _finished: asyncio.Event = field(default_factory=asyncio.Event)
+    _failure: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.concurrency:
+            topics = sorted(self.consumer.subscription())
+            self.consumer.subscribe(topics=topics, listener=_Revocations(self))
         await self.consumer.start()
         log.info("consumer ready", role=self.role, topics=sorted(self.consumer.subscription()))
         try:
             self._losses_seen = self.losses()
             while not stop.is_set():
                 await self._restart_after_loss()
-                batches = await self.consumer.getmany(timeout_ms=POLL_MS)
-                if not batches:
-                    await self._rewind_past_end()
-                    continue
-                records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
-                with BATCH_SECONDS.labels(self.role).time():
-                    await self.process(records)
-                await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+                if self.concurrency:
+                    await self._take_some()
+                else:
+                    await self._take_batch()
         finally:
+            if self.concurrency:
+                commits = self._in_flight.commits()
+                if commits:
+                    await self._commit(commits)
+                await self._drop(list(self._tasks))
             await self.consumer.stop()
+
+    async def _take_batch(self) -> None:
+        """One poll's records, handled in order, then committed."""
+        batches = await self.consumer.getmany(
+            timeout_ms=POLL_MS, max_records=self.sizer.size() if self.sizer else None
+        )
+        if not batches:
+            await self._rewind_past_end()
+            return
+        records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
+        started = time.perf_counter()
+        await self.process(records)
+        took = time.perf_counter() - started
+        BATCH_SECONDS.labels(self.role).observe(took)
+        if self.sizer is not None:
+            self.sizer.observe(len(records), took)
+        await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
+
+    async def _take_some(self) -> None:
+        """Start a task for each record polled while fewer than `concurrency` run (a record waits for the one
+        before it with the same key), then commit the partitions whose finished front moved."""
+        if self._failure is not None:
+            raise self._failure
+        room = self.concurrency - len(self._in_flight)
+        if room <= 0:  # full: wait for a task to finish, still polling (paused) so the group keeps us
+            self._finished.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), POLL_MS / 1000)
+            assigned = list(self.consumer.assignment())
+            self.consumer.pause(*assigned)
+            try:
+                await self.consumer.getmany(timeout_ms=0)
+            finally:
+                self.consumer.resume(*[tp for tp in assigned if tp in self.consumer.assignment()])
+        else:
+            batches = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=room)
+            if not batches and not self._in_flight:
+                await self._rewind_past_end()
+            for tp, records in sorted(batches.items(), key=lambda b: b[0].partition):
+                for record in records:
+                    self._start(tp, record)
+        commits = self._in_flight.commits()
+        if commits:
+            await self._commit(commits)
+
+    def _start(self, tp: TopicPartition, record: Record) -> None:
+        before = self._last_of_key.get(record.key)
+        self._in_flight.take(tp, record.offset)
+        task = asyncio.create_task(self._one(tp, record, before), name=f"{self.role}:{_where(record)}")
+        self._last_of_key[record.key] = task
+        self._tasks.setdefault(tp, set()).add(task)
+
+    async def _one(self, tp: TopicPartition, record: Record, before: asyncio.Task[None] | None) -> None:
+        try:
+            if before is not None:
+                await asyncio.wait([before])  # the key's record before this one, however it ended
+            with BATCH_SECONDS.labels(self.role).time():
+                await self.process([record])
+            self._in_flight.finish(tp, record.offset)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handled failures never get here: a bug, so stop the loop
+            log.exception("record task failed", role=self.role, **_where_fields(record))
+            self._failure = exc
+        finally:
+            task = asyncio.current_task()
+            self._tasks.get(tp, set()).discard(task)
+            if self._last_of_key.get(record.key) is task:
+                del self._last_of_key[record.key]
+            self._finished.set()
+
+    async def _drop(self, partitions: Sequence[TopicPartition]) -> None:
+        """Stop the tasks of these partitions and forget their offsets: whoever reads the partitions next
+        reads the unfinished records again (a cancelled fan-out resumes from its checkpoint)."""
+        tasks = [t for tp in partitions for t in self._tasks.pop(tp, set())]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._in_flight.forget(partitions)
+
+    async def _revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Before a rebalance hands partitions to another member: commit what finished, stop the rest."""
+        commits = {tp: o for tp, o in self._in_flight.commits().items() if tp in revoked}
+        if commits:
+            await self._commit(commits)
+        await self._drop(revoked)
 
     async def _restart_after_loss(self) -> None:
         """After the broker lost the topics, read them from the start: a position left from the lost topic
@@ -83,6 +193,7 @@ class ConsumerLoop:
         assigned = list(self.consumer.assignment())
         log.warning("the broker lost its topics: reading them from the start", role=self.role)
         if assigned:
+            self._in_flight.forget(assigned)
             await self.consumer.seek_to_beginning(*assigned)
 
     async def _rewind_past_end(self) -> None:
@@ -115,6 +226,7 @@ class ConsumerLoop:
                     position=position,
                     end=highwater,
                 )
+                self._in_flight.forget([tp])
                 await self.consumer.seek_to_beginning(tp)
 
     async def process(self, records: Sequence[Record]) -> None:
@@ -203,7 +315,11 @@ class ConsumerLoop:
 
     async def _hold(self, seconds: float) -> None:
         """Wait with the assigned partitions paused but polled, so the group keeps this member (and its
-        heartbeat) while nothing new is taken; anything fetched meanwhile is put back."""
+        heartbeat) while nothing new is taken; anything fetched meanwhile is put back. With records in
+        flight the main loop keeps polling, and a record's task only sleeps."""
+        if self.concurrency:
+            await asyncio.sleep(seconds * random.uniform(0.5, 1.0))
+            return
         assigned = list(self.consumer.assignment())
         self.consumer.pause(*assigned)
         try:
@@ -238,6 +354,17 @@ class ConsumerLoop:
             await asyncio.wait_for(self.consumer.commit(offsets), COMMIT_TIMEOUT_SECONDS)
         except (CommitFailedError, IllegalStateError, KafkaError, TimeoutError) as exc:
             log.warning("commit skipped", role=self.role, error=repr(exc))
+
+
+class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.loop._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        pass
 
 
 def _where_fields(record: Record) -> dict[str, Any]:

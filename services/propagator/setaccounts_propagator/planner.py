@@ -4,6 +4,10 @@ from MongoDB and emits one update per member, keyed by member so each member's u
 
 Re-consuming a command resumes from the job's checkpoint; the members' marks make re-emitted updates
 harmless and the aggregator's per-partition watermarks keep them out of the counts.
+
+The consume loop runs several commands at once, one at a time per target, and each fan-out emits its
+updates in pieces only as fast as the applier applies them (`pacing`), so a small command's few updates
+never queue behind a large one's whole compartment.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import Job
 from setaccounts.store.meta import accounts_of
 from setaccounts.store.propagation import Application
+from setaccounts_propagator.pacing import FanOutPace, Lead
 from setaccounts_propagator.ports import Jobs, Propagates, Publisher, Resources
 from setaccounts_propagator.role import Item, Record, RoleHandler
 
@@ -46,6 +51,7 @@ class PlanPage:
     command: SetAccountsCommand
     updates: MemberUpdateTemplate  # the command's update, encoded once for every member
     emitted: int
+    pace: FanOutPace
     members: list[str] = field(default_factory=list)
 
 
@@ -65,9 +71,11 @@ class Planner(RoleHandler):
     propagation: Propagates
     publisher: Publisher
     page_size: int  # members read per page, and checkpointed after each
+    lead_seconds: float = 0.5  # how far a fan-out runs ahead of the applier (`pacing.Lead`)
+    least_lead: int = 50
 
     async def __call__(self, items: Sequence[Item]) -> None:
-        for item in items:  # commands of one partition share targets: strictly one after another
+        for item in items:  # the loop hands over one at a time; a target's commands strictly in order
             await self.plan(item.event)
 
     async def plan(self, command: SetAccountsCommand) -> None:
@@ -154,7 +162,9 @@ class Planner(RoleHandler):
             remove=remove,
             partitions=partitions,
         )
-        page = PlanPage(command=command, updates=template, emitted=job.emitted)
+        lead = Lead(self.lead_seconds, self.least_lead)
+        pace = FanOutPace(self.jobs, command.command_id, lead)
+        page = PlanPage(command=command, updates=template, emitted=job.emitted, pace=pace)
         members = self.resources.stream_members(command.target, after=job.cursor, batch_size=self.page_size)
         async for member in members:
             if member != command.target:
@@ -169,11 +179,18 @@ class Planner(RoleHandler):
         return page.emitted, partitions
 
     async def _flush(self, page: PlanPage) -> bool:
-        """Send a page of updates, wait for the broker, then checkpoint; False when the job has ended."""
+        """Send a page of updates in pieces as the applier makes room, wait for the broker, then checkpoint;
+        False when the job has ended."""
         command = page.command
-        records = [page.updates.record(member) for member in page.members]
-        await self.publisher.send_encoded(UPDATES, records)
-        page.emitted += len(page.members)
+        unsent = page.members
+        while unsent:
+            room = await page.pace.room(page.emitted)
+            if room is None:
+                log.info("fan-out stopped: job ended", command_id=command.command_id, emitted=page.emitted)
+                return False
+            piece, unsent = unsent[:room], unsent[room:]
+            await self.publisher.send_encoded(UPDATES, [page.updates.record(member) for member in piece])
+            page.emitted += len(piece)
         cursor, page.members = page.members[-1], []
         if await self.jobs.checkpoint(command.command_id, cursor, page.emitted):
             return True

@@ -80,9 +80,9 @@ async def test_kill_9_mid_fan_out_then_restart_completes_with_the_true_count(
 ) -> None:
     slow = settings.model_copy(update={"plan_page_size": 25})
     cmd = await seeded_command(seed)
-    with propagator_process(slow, "planner") as proc:
+    with propagator_process(slow) as proc:  # the fan-out keeps pace with the applier: it lasts the job
         await send_command(settings, cmd)
-        await wait_for(db, {"_id": cmd.command_id, "emitted": {"$gte": 1000}}, 1, collection="jobs")
+        await wait_for(db, {"_id": cmd.command_id, "emitted": {"$gte": 500}}, 1, collection="jobs")
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     job = await db.jobs.find_one({"_id": cmd.command_id})
