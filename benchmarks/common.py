@@ -133,14 +133,15 @@ def stop_child(process: subprocess.Popen[bytes]) -> None:
 
 
 class PropagatorProcess:
-    """`python -m setaccounts_propagator run --role all` as a child process with its own log file.
+    """`python -m setaccounts_propagator run --role all` (or `argv`) as a child process with its own log file.
 
     A context manager so it is stopped on every path out (SIGTERM, then SIGKILL after STOP_SECONDS).
     """
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, argv: list[str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.argv = argv or propagator_command()
         self._log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -153,7 +154,7 @@ class PropagatorProcess:
     def __enter__(self) -> PropagatorProcess:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            propagator_command(),
+            self.argv,
             env=self.environment(),
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -82,7 +82,7 @@ async def measure_sync_latency(found: Engines, workdir: Path) -> SyncLatency:
                         started = time.perf_counter()
                         response = await client.post(url, json=body(f"Organization/sync-{call % 2}"))
                         elapsed = time.perf_counter() - started
-                        updated = _updated(response)
+                        updated = resources_updated(response)
                         if response.status_code != 200 or updated != SYNC_MEMBERS + 1:
                             raise BenchError(
                                 f"sync call {call}: {response.status_code}, {updated} updated: "
@@ -98,7 +98,7 @@ async def measure_sync_latency(found: Engines, workdir: Path) -> SyncLatency:
     return result
 
 
-def _updated(response: httpx.Response) -> int | None:
+def resources_updated(response: httpx.Response) -> int | None:
     """`resourcesUpdated` of the operation's Parameters answer."""
     try:
         parameters = response.json().get("parameter") or []

@@ -14,7 +14,7 @@ from setaccounts.logs import configure_logging
 from setaccounts.metrics import serve as serve_metrics
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
-from setaccounts_propagator.bootstrap import ROLES, run
+from setaccounts_propagator.bootstrap import ROLES, StoresFactory, build_stores, run
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -45,10 +45,16 @@ def run_command(
     ] = None,
 ) -> None:
     """Consume until SIGINT/SIGTERM, then finish the current batch and stop."""
+    serve([] if not role or RoleChoice.ALL in role else [r.value for r in role])
+
+
+def serve(roles: list[str], stores_for: StoresFactory = build_stores) -> None:
+    """The process: settings from the environment, logs, metrics, then the roles (all when none are given)
+    until SIGINT/SIGTERM."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     serve_metrics(settings.metrics_port)
-    names = list(ROLES) if not role or RoleChoice.ALL in role else [r.value for r in role]
+    names = roles or list(ROLES)
     tune_gc()
 
     async def main() -> None:
@@ -56,7 +62,7 @@ def run_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(settings, names, stop)
+        await run(settings, names, stop, stores_for=stores_for)
 
     asyncio.run(main())
 

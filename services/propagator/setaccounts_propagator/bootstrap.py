@@ -151,10 +151,18 @@ async def until_up(dependency: str, step: Callable[[], Awaitable[T]], stop: asyn
             delay = min(delay * 2, 10.0)
 
 
+StoresFactory = Callable[[AsyncDatabase[dict[str, Any]], StoreProfile], Stores]
+
+
 async def run(
-    settings: Settings, roles: list[str], stop: asyncio.Event, ready: asyncio.Event | None = None
+    settings: Settings,
+    roles: list[str],
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    stores_for: StoresFactory = build_stores,
 ) -> None:
-    """Run the given roles until `stop` is set; clients are started here and always stopped here."""
+    """Run the given roles until `stop` is set; clients are started here and always stopped here.
+    `stores_for` builds the stores over the database (the ceiling benchmark hands in stand-ins)."""
     client = make_client(settings)
     producer: AIOKafkaProducer | None = None
     try:
@@ -166,7 +174,7 @@ async def run(
         await until_up("broker", producer.start, stop)
         recovery = TopicRecovery(settings, db, producer, "propagator")
         await until_up("broker", recovery.recreate, stop)
-        stores, publisher = build_stores(db, store), KafkaPublisher(producer, settings.topics)
+        stores, publisher = stores_for(db, store), KafkaPublisher(producer, settings.topics)
         loops = [build_loop(name, settings, stores, publisher, lambda: recovery.losses) for name in roles]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
         watch = asyncio.create_task(recovery.watch(stop), name="topics")
