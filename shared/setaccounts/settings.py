@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         16, ge=1, description="Commands the planner runs at once (one at a time per target)."
     )
     plan_lead_seconds: float = Field(
-        0.5,
+        2.0,
         gt=0,
         description="How far one command's fan-out runs ahead of the applier: its emitted but unapplied "
         "updates are kept under this many seconds of the applier's measured pace.",
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         50, ge=1, description="Unapplied updates a fan-out may always have, whatever the applier's pace."
     )
     apply_batch_seconds: float = Field(
-        0.15,
+        0.5,
         gt=0,
         description="Time one applier batch aims at: batches are sized from the measured time per update "
         "(at most apply_batch_size), so a batch holds no other command's updates back for long.",

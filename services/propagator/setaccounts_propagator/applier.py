@@ -9,7 +9,7 @@ never overwritten (the member is read again and recomputed).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 
 from setaccounts.events import (
@@ -32,6 +32,16 @@ class Applier(RoleHandler):
     jobs: Jobs
     propagation: Propagates
     publisher: Publisher
+
+    def order_key(self, item: Item) -> Hashable:
+        """The loop applies each command's updates in order, and different commands side by side, so a
+        small command's few updates never wait behind a large one's batch."""
+        command_id: str = item.event.command_id
+        return command_id
+
+    def touches(self, item: Item) -> Collection[str]:
+        """Two commands' updates of one member are applied in the order they were emitted."""
+        return (item.event.member,) if isinstance(item.event, MemberUpdate) else ()
 
     async def __call__(self, items: Sequence[Item]) -> None:
         updates = [(i.record.partition, i.event) for i in items if isinstance(i.event, MemberUpdate)]

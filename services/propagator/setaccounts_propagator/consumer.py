@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,14 +62,16 @@ class ConsumerLoop:
     losses: Callable[[], int] = lambda: 0
     """How many losses of the broker's topics this process knows of (`TopicRecovery.losses`)."""
     concurrency: int = 0
-    """0: each poll's batch is handled whole, then committed. N: up to N records in flight, one per key."""
+    """0: each poll's batch is handled whole, then committed. N: up to N records in flight, in tasks per
+    the handler's `order_key`, a key's tasks one after another."""
     sizer: BatchSizer | None = None
     """Sizes each poll so a batch takes about so long (`pacing.BatchSizer`); None: as many as polled."""
     _losses_seen: int = 0
     _rewind_checked: float = 0.0
     _in_flight: InFlight[TopicPartition] = field(default_factory=InFlight)
-    _tasks: dict[TopicPartition, set[asyncio.Task[None]]] = field(default_factory=dict)
-    _last_of_key: dict[bytes | None, asyncio.Task[None]] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _last_of_key: dict[Hashable, asyncio.Task[None]] = field(default_factory=dict)
+    _holders: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # member → last task with it
     _finished: asyncio.Event = field(default_factory=asyncio.Event)
     _failure: BaseException | None = None
 
@@ -92,7 +94,7 @@ class ConsumerLoop:
                 commits = self._in_flight.commits()
                 if commits:
                     await self._commit(commits)
-                await self._drop(list(self._tasks))
+                await self._drop_all()
             await self.consumer.stop()
 
     async def _take_batch(self) -> None:
@@ -113,8 +115,9 @@ class ConsumerLoop:
         await self._commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
 
     async def _take_some(self) -> None:
-        """Start a task for each record polled while fewer than `concurrency` run (a record waits for the one
-        before it with the same key), then commit the partitions whose finished front moved."""
+        """Start a task for each key's records in a poll while fewer than `concurrency` records run (it
+        waits for the key's task before it, and for any running task that holds one of its members), then
+        commit the partitions whose finished front moved."""
         if self._failure is not None:
             raise self._failure
         room = self.concurrency - len(self._in_flight)
@@ -129,58 +132,106 @@ class ConsumerLoop:
             finally:
                 self.consumer.resume(*[tp for tp in assigned if tp in self.consumer.assignment()])
         else:
-            batches = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=room)
-            if not batches and not self._in_flight:
+            size = min(room, self.sizer.size()) if self.sizer else room
+            batches = await self.consumer.getmany(timeout_ms=POLL_MS, max_records=size)
+            if not batches:
                 await self._rewind_past_end()
-            for tp, records in sorted(batches.items(), key=lambda b: b[0].partition):
-                for record in records:
-                    self._start(tp, record)
+            records = [r for tp in sorted(batches, key=lambda t: t.partition) for r in batches[tp]]
+            for key, chunk in self._chunks(records).items():
+                self._start(key, chunk)
         commits = self._in_flight.commits()
         if commits:
             await self._commit(commits)
 
-    def _start(self, tp: TopicPartition, record: Record) -> None:
-        before = self._last_of_key.get(record.key)
-        self._in_flight.take(tp, record.offset)
-        task = asyncio.create_task(self._one(tp, record, before), name=f"{self.role}:{_where(record)}")
-        self._last_of_key[record.key] = task
-        self._tasks.setdefault(tp, set()).add(task)
+    def _chunks(self, records: Sequence[Record]) -> dict[Hashable, list[Item | _Refused]]:
+        """A poll's records by the handler's ordering key, each in offset order; a record that does not
+        decode goes under its record key, to be refused in turn."""
+        chunks: dict[Hashable, list[Item | _Refused]] = {}
+        for record in records:
+            entry: Item | _Refused
+            try:
+                entry = Item(record, self.channel.decode(record.value))
+                key = self.handler.order_key(entry)
+            except EventError as exc:
+                entry, key = _Refused(record, exc), ("undecodable", record.key)
+            chunks.setdefault(key, []).append(entry)
+        return chunks
 
-    async def _one(self, tp: TopicPartition, record: Record, before: asyncio.Task[None] | None) -> None:
+    def _start(self, key: Hashable, chunk: list[Item | _Refused]) -> None:
+        records = [c.record for c in chunk]
+        touches = {m for c in chunk if isinstance(c, Item) for m in self.handler.touches(c)}
+        before = {t for t in (self._last_of_key.get(key), *map(self._holders.get, touches)) if t is not None}
+        partitions = [TopicPartition(r.topic, r.partition) for r in records]
+        taken = [
+            (tp, r.offset, self._in_flight.take(tp, r.offset))
+            for tp, r in zip(partitions, records, strict=True)
+        ]
+        task = asyncio.create_task(
+            self._run_chunk(key, chunk, taken, touches, before), name=f"{self.role}:{key}"
+        )
+        self._last_of_key[key] = task
+        for member in touches:
+            self._holders[member] = task
+        self._tasks.add(task)
+
+    async def _run_chunk(
+        self,
+        key: Hashable,
+        chunk: list[Item | _Refused],
+        taken: list[tuple[TopicPartition, int, int]],
+        touches: set[str],
+        before: set[asyncio.Task[None]],
+    ) -> None:
         try:
-            if before is not None:
-                await asyncio.wait([before])  # the key's record before this one, however it ended
-            with BATCH_SECONDS.labels(self.role).time():
-                await self.process([record])
-            self._in_flight.finish(tp, record.offset)
+            if before:
+                await asyncio.wait(before)  # the tasks this one must follow, however they ended
+            started = time.perf_counter()
+            items = [c for c in chunk if isinstance(c, Item)]
+            for refused in [c for c in chunk if isinstance(c, _Refused)]:
+                await self._refuse(refused.record, refused.error)
+            await self._handle(items)
+            took = time.perf_counter() - started
+            BATCH_SECONDS.labels(self.role).observe(took)
+            if self.sizer is not None and items:
+                self.sizer.observe(len(items), took)
+            for tp, offset, epoch in taken:
+                self._in_flight.finish(tp, offset, epoch)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # handled failures never get here: a bug, so stop the loop
-            log.exception("record task failed", role=self.role, **_where_fields(record))
+            log.exception("record task failed", role=self.role, key=str(key))
             self._failure = exc
         finally:
             task = asyncio.current_task()
-            self._tasks.get(tp, set()).discard(task)
-            if self._last_of_key.get(record.key) is task:
-                del self._last_of_key[record.key]
+            self._tasks.discard(task)
+            if self._last_of_key.get(key) is task:
+                del self._last_of_key[key]
+            for member in touches:
+                if self._holders.get(member) is task:
+                    del self._holders[member]
             self._finished.set()
 
-    async def _drop(self, partitions: Sequence[TopicPartition]) -> None:
-        """Stop the tasks of these partitions and forget their offsets: whoever reads the partitions next
-        reads the unfinished records again (a cancelled fan-out resumes from its checkpoint)."""
-        tasks = [t for tp in partitions for t in self._tasks.pop(tp, set())]
+    async def _drop_all(self) -> None:
+        """Stop every running task and forget every offset taken: whoever reads the partitions next (this
+        loop after a rebalance, or another member) reads the unfinished records again from the last commit
+        (a cancelled fan-out resumes from its checkpoint; a re-applied update is absorbed by its mark)."""
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        self._in_flight.forget(partitions)
+        self._tasks.clear()
+        self._last_of_key.clear()
+        self._holders.clear()
+        self._in_flight.forget(self._in_flight.partitions())
 
     async def _revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Before a rebalance hands partitions to another member: commit what finished, stop the rest."""
-        commits = {tp: o for tp, o in self._in_flight.commits().items() if tp in revoked}
+        """Before a rebalance moves partitions (aiokafka revokes all of them, then assigns afresh): commit
+        what finished, stop the rest; positions restart from the commits."""
+        commits = self._in_flight.commits()
         if commits:
             await self._commit(commits)
-        await self._drop(revoked)
+        await self._drop_all()
 
     async def _restart_after_loss(self) -> None:
         """After the broker lost the topics, read them from the start: a position left from the lost topic
@@ -193,7 +244,7 @@ class ConsumerLoop:
         assigned = list(self.consumer.assignment())
         log.warning("the broker lost its topics: reading them from the start", role=self.role)
         if assigned:
-            self._in_flight.forget(assigned)
+            await self._drop_all()  # what runs belongs to the lost topics
             await self.consumer.seek_to_beginning(*assigned)
 
     async def _rewind_past_end(self) -> None:
@@ -354,6 +405,14 @@ class ConsumerLoop:
             await asyncio.wait_for(self.consumer.commit(offsets), COMMIT_TIMEOUT_SECONDS)
         except (CommitFailedError, IllegalStateError, KafkaError, TimeoutError) as exc:
             log.warning("commit skipped", role=self.role, error=repr(exc))
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A record that did not decode, taken in its turn."""
+
+    record: Record
+    error: EventError
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -22,14 +22,18 @@ class InFlight(Generic[P]):
     """Records taken but not yet committed, per partition in the order they were taken."""
 
     _pending: dict[P, dict[int, bool]] = field(default_factory=dict)  # offset → finished, in offset order
+    _epochs: dict[P, int] = field(default_factory=dict)  # moves on each time a partition is forgotten
 
-    def take(self, partition: P, offset: int) -> None:
+    def take(self, partition: P, offset: int) -> int:
+        """Note a record taken; returns the partition's epoch, which `finish` must name."""
         self._pending.setdefault(partition, {})[offset] = False
+        return self._epochs.get(partition, 0)
 
-    def finish(self, partition: P, offset: int) -> None:
-        """Mark a record done; a record of a partition forgotten meanwhile is ignored."""
+    def finish(self, partition: P, offset: int, epoch: int) -> None:
+        """Mark a record done; one taken before its partition was forgotten is ignored (the same offset
+        may have been taken again since, from another position or a recreated log)."""
         pending = self._pending.get(partition)
-        if pending is not None and offset in pending:
+        if pending is not None and offset in pending and epoch == self._epochs.get(partition, 0):
             pending[offset] = True
 
     def commits(self) -> dict[P, int]:
@@ -52,6 +56,10 @@ class InFlight(Generic[P]):
         """Partitions revoked or read again from another position: nothing of theirs is committed."""
         for partition in partitions:
             self._pending.pop(partition, None)
+            self._epochs[partition] = self._epochs.get(partition, 0) + 1
+
+    def partitions(self) -> list[P]:
+        return list(self._pending)
 
     def __len__(self) -> int:
         return sum(1 for pending in self._pending.values() for done in pending.values() if not done)

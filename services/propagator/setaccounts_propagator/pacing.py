@@ -35,6 +35,7 @@ class Lead:
 
     seconds: float
     least: int
+    most: int  # never more: the applier must be able to hold every queued update at once
     _seen: deque[tuple[float, int]] = field(default_factory=deque)  # (when, applied), oldest first
 
     def observe(self, at: float, applied: int) -> None:
@@ -53,7 +54,7 @@ class Lead:
     @property
     def bound(self) -> int:
         """Most unapplied updates allowed now."""
-        return max(self.least, int(self.pace * self.seconds))
+        return max(self.least, min(self.most, int(self.pace * self.seconds)))
 
     def allowance(self, emitted: int, applied: int) -> int:
         return max(0, self.bound - (emitted - applied))

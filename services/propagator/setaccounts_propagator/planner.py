@@ -73,6 +73,7 @@ class Planner(RoleHandler):
     page_size: int  # members read per page, and checkpointed after each
     lead_seconds: float = 0.5  # how far a fan-out runs ahead of the applier (`pacing.Lead`)
     least_lead: int = 50
+    most_lead: int = 2000
 
     async def __call__(self, items: Sequence[Item]) -> None:
         for item in items:  # the loop hands over one at a time; a target's commands strictly in order
@@ -162,7 +163,7 @@ class Planner(RoleHandler):
             remove=remove,
             partitions=partitions,
         )
-        lead = Lead(self.lead_seconds, self.least_lead)
+        lead = Lead(self.lead_seconds, self.least_lead, self.most_lead)
         pace = FanOutPace(self.jobs, command.command_id, lead)
         page = PlanPage(command=command, updates=template, emitted=job.emitted, pace=pace)
         members = self.resources.stream_members(command.target, after=job.cursor, batch_size=self.page_size)
