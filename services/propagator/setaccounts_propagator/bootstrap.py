@@ -71,7 +71,7 @@ def planner(settings: Settings, stores: Stores, publisher: Publisher) -> Planner
         page_size=settings.plan_page_size,
         lead_seconds=settings.plan_lead_seconds,
         least_lead=settings.plan_least_lead,
-        most_lead=2 * settings.apply_batch_size,
+        most_lead=4 * settings.apply_batch_size,
     )
 
 
@@ -99,14 +99,14 @@ ROLES: dict[str, Role] = {
     # A command's fan-out lasts as long as its job: several run at once, one per target, so the loop
     # keeps polling (and the group keeps the member) while they run.
     "planner": Role(COMMANDS, planner, lambda s: 20, concurrency=lambda s: s.plan_concurrency),
-    # Each command's updates in order, commands side by side (members never reordered): up to four
+    # Each command's updates in order, commands side by side (members never reordered): up to eight
     # batches' worth in flight, more than the fan-outs keep queued (`pacing.Lead.most`), so a new command's
     # updates are taken as soon as they land.
     "applier": Role(
         UPDATES,
         applier,
         lambda s: s.apply_batch_size,
-        concurrency=lambda s: 4 * s.apply_batch_size,
+        concurrency=lambda s: 8 * s.apply_batch_size,
         batch_seconds=lambda s: s.apply_batch_seconds,
     ),
     "aggregator": Role(RESULTS, aggregator, lambda s: 2000),

@@ -73,7 +73,7 @@ class Planner(RoleHandler):
     page_size: int  # members read per page, and checkpointed after each
     lead_seconds: float = 0.5  # how far a fan-out runs ahead of the applier (`pacing.Lead`)
     least_lead: int = 50
-    most_lead: int = 2000
+    most_lead: int = 4000
 
     async def __call__(self, items: Sequence[Item]) -> None:
         for item in items:  # the loop hands over one at a time; a target's commands strictly in order
