@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.search --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.store_costs --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.fairness --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.ceiling --output docs/benchmarks.md
 
 load: $(STAMP)
 	$(BIN)/python -m benchmarks.load --output docs/benchmarks.md

@@ -85,9 +85,9 @@ class Settings(BaseSettings):
     )
     plan_page_size: int = Field(1000, ge=1, description="Members read per planner page (and checkpoint).")
     apply_batch_size: int = Field(1000, ge=1, description="Most updates applied in one bulk write.")
-    # Fairness between commands (docs/architecture.md, "Fairness"): every command's updates share the
-    # updates topic, so a fan-out runs only a little ahead of the applier, and the applier's batches are
-    # short, so a small command's updates never queue behind more than a fraction of a second of work.
+    # Fairness between commands (docs/architecture.md, "Fairness between commands"): the planner and the
+    # applier run commands side by side, and a fan-out runs only a little ahead of the applier, so a small
+    # command's updates are taken at once even while a large job runs.
     plan_concurrency: int = Field(
         16, ge=1, description="Commands the planner runs at once (one at a time per target)."
     )
@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     apply_batch_seconds: float = Field(
         0.5,
         gt=0,
-        description="Time one applier batch aims at: batches are sized from the measured time per update "
-        "(at most apply_batch_size), so a batch holds no other command's updates back for long.",
+        description="Time one applier batch of a command aims at: batches are sized from the measured time "
+        "per update (at most apply_batch_size); other commands' batches run beside it.",
     )
     kafka_session_timeout_ms: int = Field(
         10_000,

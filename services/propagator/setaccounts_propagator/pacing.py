@@ -5,14 +5,15 @@ update waits behind whatever was emitted before it. Two bounds keep that wait sh
 (docs/architecture.md, "Fairness"):
 
 - `Lead`: a command's fan-out keeps its emitted but unapplied updates under `seconds` of the pace the
-  applier is applying them at (measured from the job's `applied` count, which the aggregator writes), and
-  never under `least`. A 100,000-member job thus keeps about half a second of work queued, not minutes, and
-  a command started behind it waits about that long. The planner asks the job before each piece it emits
-  (`FanOutPace.room`), which also notices a cancel within a piece.
+  applier is applying them at (measured from the job's `applied` count, which the aggregator writes),
+  never under `least` and never over `most`, which is less than the applier holds in flight: a command
+  started behind a 100,000-member job finds a short queue, all of it within the applier's reach, and the
+  applier runs its updates beside the large job's (`ConsumerLoop.concurrency`). The planner asks the job
+  before each piece it emits (`FanOutPace.room`), which also notices a cancel within a piece.
 - `BatchSizer`: the applier sizes each poll from the time an update took in the batches before, so a batch
-  lasts about `seconds`: short enough that a new command's updates are taken soon, long enough that a
-  batch's fixed costs (a jobs read, the results, a commit) stay small. On a fast store that is the most a
-  batch may hold anyway.
+  lasts about `seconds`, long enough that a batch's fixed costs (a jobs read, the results, a commit) stay
+  small and short enough that the fan-out sees progress several times per lead. On a fast store that is
+  the most a batch may hold anyway.
 """
 
 from __future__ import annotations
