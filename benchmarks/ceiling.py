@@ -35,10 +35,9 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +45,7 @@ from typing import Any
 
 from benchmarks.common import BenchError, PropagatorProcess, isolated_db, isolated_settings, say
 from benchmarks.procfs import cpu_snapshot, engine_pids
-from benchmarks.report import machine_facts, markdown_table, replace_block
+from benchmarks.report import machine_facts, markdown_table, section_runner
 from setaccounts.events import Effect, SetAccountsCommand
 from setaccounts.jobs import JobStore
 from setaccounts.kafka import make_producer, publish
@@ -63,7 +62,7 @@ from setaccounts.store.propagation import (
     rule_input,
 )
 from setaccounts.topics import create_topics
-from setaccounts_dev.engines import Engines, engines
+from setaccounts_dev.engines import Engines
 from setaccounts_propagator.bootstrap import Stores
 
 BEGIN, END = "<!-- ceiling:begin -->", "<!-- ceiling:end -->"
@@ -173,6 +172,8 @@ class RoleSet:
 
     def __init__(self, settings: Settings, workdir: Path, name: str) -> None:
         self.name = name
+        self.settings = settings
+        self.workdir = workdir
         self.processes = {
             role: PropagatorProcess(
                 settings,
@@ -333,38 +334,41 @@ async def scaled(found: Engines, workdir: Path, members: int, count: int) -> Run
     return run
 
 
-async def join_and_leave(found: Engines, workdir: Path, members: int) -> Run:
-    """One set runs; a second joins at a third of the job; one leaves (SIGTERM) at two thirds."""
-    settings = isolated_settings(found, "cj")
+async def disturbed(
+    found: Engines,
+    workdir: Path,
+    members: int,
+    label: str,
+    count: int,
+    events: Callable[[list[RoleSet], contextlib.ExitStack], dict[float, tuple[str, Any]]],
+) -> Run:
+    """`count` sets run (the first `events` may start more); the job's pauses after each event, and
+    whether its count came out exact."""
+    settings = isolated_settings(found, label)
     await create_topics(settings)
     async with isolated_db(settings) as db:
         with contextlib.ExitStack() as stack:
-            first = stack.enter_context(RoleSet(settings, workdir, "j0"))
-            await warm(settings, db, [first])
-            second = RoleSet(settings, workdir, "j1")
-            stack.callback(second.stop)
-            events = {1 / 3: ("join", second.__enter__), 2 / 3: ("leave", first.stop)}
-            seconds, job, progress, happened = await one_job(settings, db, members, [first, second], events)
-    run = Run(0, members, seconds, {}, {e: progress.longest_pause(t) for e, t in happened.items()})
-    run.exact = job.get("status") == JobStatus.COMPLETED and job.get("resources_updated") == members + 1
-    say(f"ceiling: join/leave pauses {run.pauses}, exact {run.exact}")
-    return run
-
-
-async def killed(found: Engines, workdir: Path, members: int) -> Run:
-    """Three sets; one is killed (SIGKILL, every role) at half the job."""
-    settings = isolated_settings(found, "ck")
-    await create_topics(settings)
-    async with isolated_db(settings) as db:
-        with contextlib.ExitStack() as stack:
-            sets = [stack.enter_context(RoleSet(settings, workdir, f"k{n}")) for n in range(3)]
+            sets = [stack.enter_context(RoleSet(settings, workdir, f"{label}{n}")) for n in range(count)]
             await warm(settings, db, sets)
-            events = {0.5: ("kill -9", sets[0].kill)}
-            seconds, job, progress, happened = await one_job(settings, db, members, sets, events)
-    run = Run(3, members, seconds, {}, {e: progress.longest_pause(t) for e, t in happened.items()})
+            planned = events(sets, stack)
+            seconds, job, progress, happened = await one_job(settings, db, members, sets, planned)
+    run = Run(count, members, seconds, {}, {e: progress.longest_pause(t) for e, t in happened.items()})
     run.exact = job.get("status") == JobStatus.COMPLETED and job.get("resources_updated") == members + 1
-    say(f"ceiling: killed one of three: {seconds:.1f}s, exact {run.exact} ({job.get('resources_updated')})")
+    say(f"ceiling: {label}: pauses {run.pauses}, {seconds:.1f}s, exact {run.exact}")
     return run
+
+
+def join_then_leave(sets: list[RoleSet], stack: contextlib.ExitStack) -> dict[float, tuple[str, Any]]:
+    """A second set joins at a third of the job; the first leaves (SIGTERM) at two thirds."""
+    joining = RoleSet(sets[0].settings, sets[0].workdir, "joined")
+    stack.callback(joining.stop)
+    sets.append(joining)
+    return {1 / 3: ("join", joining.__enter__), 2 / 3: ("leave", sets[0].stop)}
+
+
+def kill_one(sets: list[RoleSet], stack: contextlib.ExitStack) -> dict[float, tuple[str, Any]]:
+    """One of the sets is killed (SIGKILL, every role) at half the job."""
+    return {0.5: ("kill -9", sets[0].kill)}
 
 
 @dataclass
@@ -443,19 +447,8 @@ docstring says exactly how): what the Kafka side and the roles' own code carry, 
 
 async def measure(found: Engines, workdir: Path, members: int, counts: Sequence[int]) -> Ceiling:
     runs = [await scaled(found, workdir, members, n) for n in counts]
-    return Ceiling(runs, await join_and_leave(found, workdir, members), await killed(found, workdir, members))
-
-
-async def main(members: int, counts: Sequence[int], output: Path | None) -> None:
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="setaccounts-ceiling-") as work, engines(Path(work)) as found:
-        say(f"engines: {found.description}")
-        result = await measure(found, Path(work), members, counts)
-        text = block(found, result, time.monotonic() - started)
-    print(text)
-    if output is not None:
-        replace_block(output, BEGIN, END, text, HEADING)
-        say(f"wrote {output}")
+    moved = await disturbed(found, workdir, members, "cj", 1, join_then_leave)
+    return Ceiling(runs, moved, await disturbed(found, workdir, members, "ck", 3, kill_one))
 
 
 if __name__ == "__main__":
@@ -473,4 +466,10 @@ if __name__ == "__main__":
         worker(arguments.role)
     else:
         counts = [int(n) for n in arguments.sets.split(",")]
-        asyncio.run(main(arguments.members, counts, arguments.output))
+        main = section_runner(
+            "setaccounts-ceiling-",
+            lambda found, work: measure(found, work, arguments.members, counts),
+            block,
+            (BEGIN, END, HEADING),
+        )
+        asyncio.run(main(arguments.output))

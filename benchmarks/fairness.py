@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +45,12 @@ from benchmarks.common import (
     seed,
 )
 from benchmarks.latency import body, resources_updated
-from benchmarks.report import machine_facts, markdown_table, replace_block
+from benchmarks.report import machine_facts, markdown_table, section_runner
 from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.topics import create_topics
 from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
-from setaccounts_dev.engines import Engines, engines
+from setaccounts_dev.engines import Engines
 
 BEGIN, END = "<!-- fairness:begin -->", "<!-- fairness:end -->"
 TARGETS = {"latency": 3.0, "large": 1.15}  # small calls ≤ 3x idle (p50 and p95); large job ≤ 1.15x alone
@@ -268,18 +267,6 @@ A small synchronous call while a large job runs, against the same calls on an id
 job's time with and without them, from one run on one set of engines (the module's docstring says how)."""
 
 
-async def main(members: int, small: int, calls: int, output: Path | None) -> None:
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="setaccounts-fairness-") as work, engines(Path(work)) as found:
-        say(f"engines: {found.description}")
-        result = await measure(found, Path(work), members, small, calls)
-        text = block(found, result, time.monotonic() - started)
-    print(text)
-    if output is not None:
-        replace_block(output, BEGIN, END, text, HEADING)
-        say(f"wrote {output}")
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -289,4 +276,10 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=20, help="small calls, idle and beside the large job")
     parser.add_argument("--output", type=Path, help="rewrite the fairness block of this file")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.members, arguments.small, arguments.calls, arguments.output))
+    main = section_runner(
+        "setaccounts-fairness-",
+        lambda found, work: measure(found, work, arguments.members, arguments.small, arguments.calls),
+        block,
+        (BEGIN, END, HEADING),
+    )
+    asyncio.run(main(arguments.output))

@@ -6,15 +6,19 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from setaccounts.settings import Settings
-from setaccounts_dev.engines import Engines
+from setaccounts_dev.engines import Engines, engines
+
+T = TypeVar("T")
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
@@ -318,3 +322,27 @@ def write_report(path: Path, block: str) -> None:
         replace_block(path, BEGIN, END, block, "## Results")
     else:
         path.write_text(TEMPLATE.format(block=block))
+
+
+def section_runner(
+    prefix: str,
+    measure: Callable[[Engines, Path], Awaitable[T]],
+    block: Callable[[Engines, T, float], str],
+    markers: tuple[str, str, str],
+) -> Callable[[Path | None], Coroutine[Any, Any, None]]:
+    """A benchmark's `main`: on fresh engines, `measure`, print its `block`, and put it between
+    `markers` (begin, end, the section's heading for a file without them) in the output file, if given."""
+
+    async def main(output: Path | None) -> None:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=prefix) as work, engines(Path(work)) as found:
+            print(f"engines: {found.description}", flush=True)
+            result = await measure(found, Path(work))
+            text = block(found, result, time.monotonic() - started)
+        print(text)
+        if output is not None:
+            begin, end, heading = markers
+            replace_block(output, begin, end, text, heading)
+            print(f"wrote {output}", flush=True)
+
+    return main

@@ -77,12 +77,19 @@ class FanOutPace:
     command_id: str
     lead: Lead
 
+    _applied: int = 0  # as last read
+
     async def room(self, emitted: int) -> int | None:
-        """Updates the fan-out may emit now, waiting until it may emit some; None when the job ended."""
+        """Updates the fan-out may emit now, waiting until it may emit some; None when the job ended.
+        Within the least lead there is always room: a small command emits without a read of its job (a
+        cancel is still seen at the page's checkpoint)."""
+        if emitted - self._applied < self.lead.least:
+            return self.lead.least - (emitted - self._applied)
         while True:
             job = await self.jobs.get(self.command_id)
             if job is None or job.finished:
                 return None
+            self._applied = job.applied
             self.lead.observe(time.monotonic(), job.applied)
             allowed = self.lead.allowance(emitted, job.applied)
             if allowed > 0:

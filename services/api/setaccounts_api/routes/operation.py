@@ -29,7 +29,7 @@ from setaccounts_api.responses import FhirResponse, fhir
 from setaccounts_api.security import PrincipalDep, require_admin
 
 router = APIRouter(tags=["$set-accounts"])
-POLL_SECONDS = (0.02, 0.05, 0.1, 0.2)
+POLL_SECONDS = (0.02, 0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.2)  # a sync caller's job, read this often
 DEFAULT_SAMPLE, MAX_SAMPLE = 20, 1000  # members listed by a synchronous dry run (`_count`)
 PreferHeader = Annotated[str | None, Header()]
 
