@@ -125,6 +125,10 @@ async def a_job_lost_mid_apply(
             assert answer.status_code == 503, answer.text
             assert LOST in answer.json()["issue"][0]["diagnostics"]
 
+            # The propagator notices a loss within its 2 s checks; a command published before it has,
+            # whose updates its consumers read from a position left inside the fresh topic, can be
+            # under-counted (docs/architecture.md, Known limits). Publish after that window.
+            await asyncio.sleep(5)
             fresh = await client.post(
                 "/Patient/p2/$set-accounts", json=parameters("Organization/b", propagate=True)
             )
