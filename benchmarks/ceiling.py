@@ -47,7 +47,7 @@ from benchmarks.common import BenchError, PropagatorProcess, isolated_db, isolat
 from benchmarks.procfs import cpu_snapshot, engine_pids
 from benchmarks.report import machine_facts, markdown_table, section_runner
 from setaccounts.events import Effect, SetAccountsCommand
-from setaccounts.jobs import JobStore
+from setaccounts.jobs import Job, JobStore
 from setaccounts.kafka import make_producer, publish
 from setaccounts.profile import StoreProfile
 from setaccounts.settings import Settings
@@ -231,10 +231,6 @@ class Run:
         return self.cpu.get(key, float("nan")) * 1e6 / (self.members + 1)
 
 
-def applied_of(job: dict[str, Any]) -> int:
-    return sum(t.get("applied", 0) for t in (job.get("tallies") or {}).values())
-
-
 @dataclass
 class Progress:
     """The job's applied count as polled, to find pauses after an event."""
@@ -281,7 +277,7 @@ async def one_job(
         while True:
             job = await db.jobs.find_one({"_id": command.command_id}) or {}
             now = time.perf_counter() - started
-            applied = applied_of(job)
+            applied = Job.model_validate(job).applied if job else 0
             progress.seen.append((now, applied))
             for share in [s for s in pending if applied >= s * members]:
                 name, action = pending.pop(share)

@@ -23,6 +23,7 @@ from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.settings import Settings
 from setaccounts.store.meta import Document, prepare_write
 from setaccounts_dev.commands import api_command, propagator_command
+from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
 from setaccounts_dev.engines import Engines
 from setaccounts_dev.engines.processes import free_port
 
@@ -59,6 +60,20 @@ def isolated_settings(found: Engines, label: str) -> Settings:
         replication_factor=1,
         min_insync_replicas=1,
     )
+
+
+def api_settings(found: Engines, label: str, workdir: Path) -> tuple[Settings, str]:
+    """Isolated settings whose API trusts a development signing key made for the run, and an admin token
+    from it."""
+    key = ensure_dev_key(workdir / "keys")
+    settings = isolated_settings(found, label).model_copy(
+        update={
+            "auth_issuer": DEV_ISSUER,
+            "auth_audience": DEV_AUDIENCE,
+            "auth_jwks_file": str(workdir / "keys" / JWKS_FILE),
+        }
+    )
+    return settings, key.sign(claims_for("benchmark", admin=True))
 
 
 def patient_documents(pid: str, members: int, at: datetime) -> Iterator[Document]:

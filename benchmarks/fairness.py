@@ -39,17 +39,16 @@ from benchmarks.common import (
     ApiProcess,
     BenchError,
     PropagatorProcess,
+    api_settings,
     isolated_db,
-    isolated_settings,
     say,
     seed,
 )
 from benchmarks.latency import body, resources_updated
 from benchmarks.report import machine_facts, markdown_table, section_runner
-from setaccounts.settings import Settings
+from setaccounts.jobs import Job
 from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.topics import create_topics
-from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
 from setaccounts_dev.engines import Engines
 
 BEGIN, END = "<!-- fairness:begin -->", "<!-- fairness:end -->"
@@ -139,21 +138,10 @@ async def until_finished(
         await asyncio.sleep(POLL_SECONDS)
 
 
-def applied(job: dict[str, Any]) -> int:
-    return sum(max(t.get("applied", 0), t.get("processed", 0)) for t in (job.get("tallies") or {}).values())
-
-
 async def measure(found: Engines, workdir: Path, members: int, small: int, calls: int) -> Fairness:
-    key = ensure_dev_key(workdir / "keys")
-    settings: Settings = isolated_settings(found, "f").model_copy(
-        update={
-            "auth_issuer": DEV_ISSUER,
-            "auth_audience": DEV_AUDIENCE,
-            "auth_jwks_file": str(workdir / "keys" / JWKS_FILE),
-        }
-    )
+    settings, token = api_settings(found, "f", workdir)
     headers = {
-        "Authorization": f"Bearer {key.sign(claims_for('benchmark', admin=True))}",
+        "Authorization": f"Bearer {token}",
         "Content-Type": "application/fhir+json",
     }
     await create_topics(settings)
@@ -188,7 +176,7 @@ async def measure(found: Engines, workdir: Path, members: int, small: int, calls
                         await asyncio.sleep(max(0.0, due - time.perf_counter()))
                         seconds.append(await caller.small_call(small))
                         job = await job_of(db, beside_id)
-                        applied_then.append(applied(job))
+                        applied_then.append(Job.model_validate(job).applied)
                         if job.get("status") in TERMINAL:
                             raise BenchError(f"the large job ended before small call {n + 1}: {job}")
                     beside = await until_finished(db, beside_id, started, members, propagator)

@@ -20,13 +20,12 @@ from benchmarks.common import (
     ApiProcess,
     BenchError,
     PropagatorProcess,
+    api_settings,
     isolated_db,
-    isolated_settings,
     say,
     seed,
 )
 from setaccounts.topics import create_topics
-from setaccounts_dev.devkeys import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE, claims_for, ensure_dev_key
 from setaccounts_dev.engines import Engines
 
 SYNC_MEMBERS, SYNC_CALLS = 100, 50
@@ -57,15 +56,7 @@ def body(account: str) -> dict[str, object]:
 
 
 async def measure_sync_latency(found: Engines, workdir: Path) -> SyncLatency:
-    key = ensure_dev_key(workdir / "keys")
-    settings = isolated_settings(found, "l").model_copy(
-        update={
-            "auth_issuer": DEV_ISSUER,
-            "auth_audience": DEV_AUDIENCE,
-            "auth_jwks_file": str(workdir / "keys" / JWKS_FILE),
-        }
-    )
-    token = key.sign(claims_for("benchmark", admin=True))
+    settings, token = api_settings(found, "l", workdir)
     await create_topics(settings)
     async with isolated_db(settings) as db:
         await seed(db, "sync", SYNC_MEMBERS)
