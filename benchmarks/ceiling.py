@@ -43,12 +43,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 from benchmarks.common import BenchError, PropagatorProcess, isolated_db, isolated_settings, say
-from benchmarks.procfs import cpu_snapshot, engine_pids
-from benchmarks.report import machine_facts, markdown_table, section_runner
+from benchmarks.procfs import cpu_snapshot, engine_pids, status_kib
+from benchmarks.report import machine_facts, markdown_table, mib, section_runner
 from setaccounts.events import Effect, SetAccountsCommand
 from setaccounts.jobs import Job, JobStore
-from setaccounts.kafka import make_producer, publish
+from setaccounts.kafka import make_producer, publish, security
 from setaccounts.profile import StoreProfile
 from setaccounts.settings import Settings
 from setaccounts.status import TERMINAL, JobStatus
@@ -222,6 +224,16 @@ class Run:
     cpu: dict[str, float]  # CPU seconds over the timed window: "planner", "applier", "aggregator", engines
     pauses: dict[str, float] = field(default_factory=dict)  # the longest pause after each event
     exact: bool = True
+    applier_rss_kib: int | None = None  # the largest applier's peak resident set (VmHWM) at the end
+
+    @property
+    def busy_cores(self) -> float:
+        return sum(self.cpu.values()) / self.seconds
+
+    @property
+    def per_core(self) -> float:
+        """Members per second per busy core: how much of the rate each added core's work buys."""
+        return self.rate / self.busy_cores
 
     @property
     def rate(self) -> float:
@@ -305,10 +317,36 @@ def summed(cpu: dict[str, float]) -> dict[str, float]:
 
 
 async def warm(settings: Settings, db: Any, sets: list[RoleSet]) -> None:
-    """A tiny command first, so the groups have joined before anything is timed."""
+    """A tiny command first, then every role's group stable with one member per set, so no rebalance
+    runs inside the timed job (a warm-up can complete before the last set has joined)."""
     _, job, _, _ = await one_job(settings, db, 3, sets)
     if job.get("status") != JobStatus.COMPLETED:
         raise BenchError(f"warm-up ended {job.get('status')}")
+    await settled(settings, len(sets))
+
+
+async def settled(settings: Settings, members: int, within: float = 60.0) -> None:
+    """Wait until each role's consumer group is Stable with `members` members (DescribeGroups)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security(settings))
+    await admin.start()
+    try:
+        deadline, states = time.monotonic() + within, {}
+        while time.monotonic() < deadline:
+            # One group per request: aiokafka 0.14 decodes a v3 response as v2, which reads past the end
+            # of the buffer when it holds more than one group. Each group: (error_code, group_id, state,
+            # protocol_type, protocol, members).
+            states = {
+                g[1]: (g[2], len(g[5]))
+                for role in ROLE_NAMES
+                for r in await admin.describe_consumer_groups([settings.group(role)])
+                for g in r.groups
+            }
+            if len(states) == len(ROLE_NAMES) and all(s == ("Stable", members) for s in states.values()):
+                return
+            await asyncio.sleep(0.2)
+        raise BenchError(f"consumer groups not stable with {members} members each: {states}")
+    finally:
+        await admin.close()
 
 
 async def scaled(found: Engines, workdir: Path, members: int, count: int) -> Run:
@@ -322,10 +360,13 @@ async def scaled(found: Engines, workdir: Path, members: int, count: int) -> Run
             before = cpu_snapshot(pids)
             seconds, job, _, _ = await one_job(settings, db, members, sets)
             after = cpu_snapshot(pids)
+            rss = [status_kib(s.processes["applier"].pid, "VmHWM") for s in sets]
     exact = job.get("status") == JobStatus.COMPLETED and job.get("resources_updated") == members + 1
     if not exact:
         raise BenchError(f"{count} sets: job ended {job.get('status')} with {job.get('resources_updated')}")
-    run = Run(count, members, seconds, summed({k: after[k] - before[k] for k in after if k in before}))
+    cpu = summed({k: after[k] - before[k] for k in after if k in before})
+    peak = max((r for r in rss if r is not None), default=None)
+    run = Run(count, members, seconds, cpu, applier_rss_kib=peak)
     say(f"ceiling: {count} set(s): {seconds:.1f}s, {run.rate:,.0f} members/s")
     return run
 
@@ -390,7 +431,9 @@ def block(found: Engines, result: Ceiling, total: float) -> str:
                 f"{run.rate:,.0f}",
                 f"{run.rate / one.rate:.2f}x",
                 *(f"{run.us_per_member(r):.0f}" for r in (*ROLE_NAMES, "kafka", "mongodb")),
-                f"{sum(run.cpu.values()) / run.seconds:.2f}",
+                f"{run.busy_cores:.2f}",
+                f"{run.per_core:,.0f}",
+                mib(run.applier_rss_kib),
             ]
         )
     table = markdown_table(
@@ -406,11 +449,15 @@ def block(found: Engines, result: Ceiling, total: float) -> str:
             "broker µs/member",
             "store µs/member",
             "busy cores",
+            "members/s per busy core",
+            "applier peak RSS MiB",
         ],
         rows,
     )
     two = next((r for r in result.scaled if r.sets == 2), None)
     ratio = two.rate / one.rate if two else float("nan")
+    two_per_core = two.per_core / one.per_core if two else float("nan")
+    cores = os.cpu_count() or 1
     pauses = ", ".join(f"{e} {s:.1f} s" for e, s in result.join_leave.pauses.items())
     kill_pause = next(iter(result.kill.pauses.values()), float("nan"))
     return "\n".join(
@@ -425,7 +472,10 @@ def block(found: Engines, result: Ceiling, total: float) -> str:
             table,
             "",
             f"- two propagators against one: **{ratio:.2f}x** (target ≥ {TARGET_TWO}x: "
-            f"{'met' if ratio >= TARGET_TWO else '**not met**'})",
+            f"{'met' if ratio >= TARGET_TWO else '**not met**'}); one propagator with the broker and the"
+            f" jobs' store keeps {one.busy_cores:.2f} of this machine's {cores} cores busy, so the most any"
+            f" number of propagators could reach here is {cores / one.busy_cores:.2f}x; per busy core, two"
+            f" propagators carry {two_per_core:.2f}x what one does",
             f"- a propagator joining and leaving mid-job: longest pause in the applied count {pauses}; "
             f"job {result.join_leave.seconds:.1f} s, count exact: {yes(result.join_leave.exact)}",
             f"- one of three killed (SIGKILL) at half the job: longest pause {kill_pause:.1f} s, "
