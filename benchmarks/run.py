@@ -33,6 +33,7 @@ from types import FrameType
 
 from pymongo import UpdateOne
 
+from benchmarks import store_costs
 from benchmarks.common import (
     ACCOUNT,
     REPO,
@@ -73,6 +74,7 @@ DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)
 TWO_PROCESSES = 100_000  # the size also measured with two propagator processes
 SEQUENTIAL_MAX = 10_000  # the loop is one round trip pair per member: larger sizes only cost minutes
+FLOOR_MEMBERS = 5000  # documents and records the floor calls are measured on, as store_costs does
 WARMUP_MEMBERS = 3
 POLL_SECONDS = 0.05  # job polling interval: the pipeline's times are exact to about this much
 IDLE_SECONDS = 5.0  # CPU measured with nothing to do, before the timed command: the processes' idle cost
@@ -358,6 +360,9 @@ async def measure(
         if members == options.two_processes:
             report.two_processes = await measure_pipeline(found, members, workdir, processes=2)
             save(report)
+    # The floor under the propagator's CPU per member, on the same engines within the same minutes.
+    report.floor = store_costs.floor(await store_costs.measure(found, FLOOR_MEMBERS, repeat=3))
+    save(report)
 
 
 def keep_engine_logs(workdir: Path) -> None:
@@ -469,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(results_table(report.rows))
     print()
-    print(breakdown_table(report.rows))
+    print(breakdown_table(report.rows, report.floor))
     print()
     for line in extra_lines(report):
         print(line)
