@@ -46,7 +46,6 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.search --output docs/benchmarks.md
-	$(BIN)/python -m benchmarks.store_costs --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.fairness --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.ceiling --output docs/benchmarks.md
 

@@ -81,7 +81,14 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     two_processes: PipelineResult | None = None
     latency: Any = None  # latency.SyncLatency (that module needs the engines' helpers of run.py)
-    floor: float | None = None  # µs of client CPU the library calls of one member cost (store_costs.floor)
+    costs: Any = None  # store_costs rows: what each library call costs, on the same engines after the sizes
+
+    @property
+    def floor(self) -> float | None:
+        """µs of client CPU the library calls of one member cost (store_costs.floor)."""
+        from benchmarks import store_costs  # it imports this module's table helpers
+
+        return None if self.costs is None else store_costs.floor(self.costs)
 
     def one_process(self, members: int) -> PipelineResult | None:
         return next((r.pipeline for r in self.rows if r.members == members), None)

@@ -74,7 +74,6 @@ DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
 DEFAULT_SIZES = (1_000, 10_000, 50_000, 100_000)
 TWO_PROCESSES = 100_000  # the size also measured with two propagator processes
 SEQUENTIAL_MAX = 10_000  # the loop is one round trip pair per member: larger sizes only cost minutes
-FLOOR_MEMBERS = 5000  # documents and records the floor calls are measured on, as store_costs does
 WARMUP_MEMBERS = 3
 POLL_SECONDS = 0.05  # job polling interval: the pipeline's times are exact to about this much
 IDLE_SECONDS = 5.0  # CPU measured with nothing to do, before the timed command: the processes' idle cost
@@ -360,8 +359,9 @@ async def measure(
         if members == options.two_processes:
             report.two_processes = await measure_pipeline(found, members, workdir, processes=2)
             save(report)
-    # The floor under the propagator's CPU per member, on the same engines within the same minutes.
-    report.floor = store_costs.floor(await store_costs.measure(found, FLOOR_MEMBERS, repeat=3))
+    # What each library call costs, and so the floor under the propagator's CPU per member, on the same
+    # engines within the same minutes.
+    report.costs = await store_costs.measure(found, store_costs.MEMBERS, store_costs.REPEAT)
     save(report)
 
 
@@ -469,6 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         total = time.monotonic() - started
         block = generated_block(found, report, total, defaults)
+        costs = None if report.costs is None else store_costs.block(found, report.costs)
     if not args.keep_logs:
         shutil.rmtree(workdir, ignore_errors=True)
     print()
@@ -481,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"done in {total:.0f}s")
     if output is not None:
         write_report(output, block)
+        if costs is not None:
+            store_costs.write(output, costs)
         say(f"wrote {output}")
     else:
         say("report not written (custom --sizes); pass --output docs/benchmarks.md to write it")
