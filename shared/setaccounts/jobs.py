@@ -5,7 +5,7 @@ Who writes what (every write is a `JobStore` method named for the step; `updated
 | field                                                  | writer                                         |
 |--------------------------------------------------------|------------------------------------------------|
 | target, accounts, mode, propagate, requested_*,        | whoever sees the command first: the API, or    |
-| redrive_of, created_at                                 | the planner for a command published directly   |
+| redrive_of, created_at, trace_id                       | the planner for a command published directly   |
 | target_seq, accounts_before, expected (estimate),      | planner: `start_plan`                          |
 | target_written, target_changed                         | planner: `mark_target_written`                 |
 | cursor, emitted                                        | planner: `checkpoint`                          |
@@ -46,8 +46,8 @@ StoredJob = dict[str, Any]
 _RUNNING = {"$nin": sorted(TERMINAL)}
 
 
-def accepted_fields(command: SetAccountsCommand, now: datetime) -> StoredJob:
-    """A new job's fields: `accepted`, from the command."""
+def accepted_fields(command: SetAccountsCommand, now: datetime, trace_id: str | None = None) -> StoredJob:
+    """A new job's fields: `accepted`, from the command, with the trace it runs in (when traced)."""
     return {
         "target": command.target,
         "accounts": list(command.accounts),
@@ -57,6 +57,7 @@ def accepted_fields(command: SetAccountsCommand, now: datetime) -> StoredJob:
         "requested_at": command.requested_at,
         "requested_by": command.requested_by,
         "redrive_of": command.redrive_of,
+        "trace_id": trace_id,
         "created_at": now,
         "updated_at": now,
     }
@@ -124,6 +125,7 @@ class Job(BaseModel):
     requested_at: datetime | None = None
     requested_by: str | None = None
     redrive_of: str | None = None
+    trace_id: str | None = None  # the OpenTelemetry trace of the command (`setaccounts.telemetry`)
     created_at: datetime | None = None
     updated_at: datetime | None = None
     # planner
@@ -217,12 +219,13 @@ class JobStore:
 
     # --- API or planner ------------------------------------------------------------------------------
 
-    async def ensure(self, command: SetAccountsCommand) -> Job:
-        """The job for this command, created as `accepted` if no one created it before."""
+    async def ensure(self, command: SetAccountsCommand, trace_id: str | None = None) -> Job:
+        """The job for this command, created as `accepted` if no one created it before (in the trace
+        `trace_id`, when the creator traces)."""
         now = _now()
         created = await self._jobs.find_one_and_update(
             {"_id": command.command_id},
-            {"$setOnInsert": accepted_fields(command, now)},
+            {"$setOnInsert": accepted_fields(command, now, trace_id)},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )

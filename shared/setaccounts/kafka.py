@@ -24,6 +24,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from setaccounts.events import Event, encode, headers_for
 from setaccounts.events.wire import Encoded
 from setaccounts.settings import Settings
+from setaccounts.telemetry import record_headers
 
 Security = Mapping[str, Any]
 """Connection options every Kafka client gets: security protocol, TLS context, SASL credentials."""
@@ -105,7 +106,9 @@ async def dead_letter(
 
 
 def encoded(event: Event) -> Encoded:
-    return Encoded(event.key.encode(), encode(event), headers_for(event), event.pinned_partition)
+    """An event as it goes on the wire, with the trace context of its command's span, if one is current."""
+    headers = headers_for(event) + record_headers(getattr(event, "command_id", None))
+    return Encoded(event.key.encode(), encode(event), headers, event.pinned_partition)
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, event: Event) -> None:
@@ -124,8 +127,12 @@ async def send_encoded(producer: AIOKafkaProducer, topic: str, records: Iterable
 
     Records that all name their partition (a fan-out's) go in batches built here, one per partition at a
     time (`send_batch`): 3.8 against 21 µs of CPU per record through `send`, which awaits, queues and
-    answers each record on its own. Order within a partition is kept either way."""
+    answers each record on its own. Order within a partition is kept either way. Records encoded without
+    trace context (a fan-out's template) take the current span's, if any."""
     pending = list(records)
+    trace = record_headers(None)
+    if trace:
+        pending = [_traced(r, trace) for r in pending]
     if pending and all(r.partition is not None for r in pending):
         await asyncio.gather(*[ack async for ack in _batched(producer, topic, pending)])
         return
@@ -166,6 +173,12 @@ async def _batched(
             )
     for partition in list(open_batches):
         yield await seal(partition)
+
+
+def _traced(record: Encoded, trace: list[tuple[str, bytes]]) -> Encoded:
+    if any(key == "traceparent" for key, _ in record.headers):
+        return record
+    return Encoded(record.key, record.value, record.headers + trace, record.partition)
 
 
 def _append(batch: BatchBuilder, record: Encoded) -> bool:

@@ -1,10 +1,22 @@
-"""structlog set up once per process: console text for people, JSON lines for log shippers."""
+"""structlog set up once per process: console text for people, JSON lines for log shippers; a line logged
+inside a span carries its `trace_id` and `span_id`."""
 
 from __future__ import annotations
 
 import logging
 
 import structlog
+from opentelemetry import trace
+from structlog.types import EventDict, WrappedLogger
+
+
+def add_trace_ids(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    """The current span's ids, when a span is current (tracing on, or a caller's context)."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event["trace_id"] = format(span.trace_id, "032x")
+        event["span_id"] = format(span.span_id, "016x")
+    return event
 
 
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
@@ -17,6 +29,7 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -70,11 +70,11 @@ class FakeJobStore(JobStore):
             if self.documents.get(cid, {}).get("status") == JobStatus.CANCELLED.value
         }
 
-    async def ensure(self, command: SetAccountsCommand) -> Job:
+    async def ensure(self, command: SetAccountsCommand, trace_id: str | None = None) -> Job:
         now = _now()
         self.documents.setdefault(
             command.command_id,
-            {"_id": command.command_id, **accepted_fields(command, now)},
+            {"_id": command.command_id, **accepted_fields(command, now, trace_id)},
         )
         job = await self.get(command.command_id)
         assert job is not None

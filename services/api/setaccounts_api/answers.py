@@ -25,6 +25,11 @@ def progress_header(job: Job) -> str:
     return f"{progress.done} of {progress.total}" if progress.total is not None else f"{progress.done}"
 
 
+def trace_header(job: Job) -> dict[str, str]:
+    """`X-Trace-Id`: the OpenTelemetry trace the job runs in, when it was traced."""
+    return {} if job.trace_id is None else {"X-Trace-Id": job.trace_id}
+
+
 def accepted(job: Job, status_url: str) -> FhirResponse:
     """202: still running; where to poll and how far it got."""
     body = operation_outcome("informational", f"job {job.id} is {job.status}", severity="information")
@@ -35,6 +40,7 @@ def accepted(job: Job, status_url: str) -> FhirResponse:
             "Content-Location": status_url,
             "X-Progress": progress_header(job),
             "Retry-After": str(RETRY_AFTER_SECONDS),
+            **trace_header(job),
         },
     )
 
@@ -42,14 +48,14 @@ def accepted(job: Job, status_url: str) -> FhirResponse:
 def job_answer(job: Job, status_url: str) -> FhirResponse:
     """The final answer once the job ended, else the 202 'still running' answer."""
     if job.status == JobStatus.COMPLETED:
-        return fhir(output(job.resources_updated, job.resources_changed), 200)
+        return fhir(output(job.resources_updated, job.resources_changed), 200, trace_header(job))
     if job.status == JobStatus.ERROR:
         body = job.outcome or operation_outcome("exception", f"job {job.id} failed")
-        return fhir(body, job.http_status or 500)
+        return fhir(body, job.http_status or 500, trace_header(job))
     if job.status == JobStatus.CANCELLED:
         body = operation_outcome(
             "processing",
             f"job {job.id} was cancelled; {job.resources_updated} resources were updated before it stopped",
         )
-        return fhir(body, 410, {"X-Progress": f"cancelled at {progress_header(job)}"})
+        return fhir(body, 410, {"X-Progress": f"cancelled at {progress_header(job)}", **trace_header(job)})
     return accepted(job, status_url)

@@ -18,6 +18,7 @@ from setaccounts.mongo import ensure_indexes, make_client
 from setaccounts.profile import detect_broker, detect_store
 from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
+from setaccounts.telemetry import Tracing, tracing_from_env
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
@@ -30,14 +31,17 @@ from setaccounts_api.stores import Stores
 log = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app; refuses to build without a way to verify tokens (keys, audience) or with a bad JWKS file."""
+def create_app(settings: Settings | None = None, tracing: Tracing | None = None) -> FastAPI:
+    """The app; refuses to build without a way to verify tokens (keys, audience) or with a bad JWKS file.
+    Traces as `tracing` says, else as the `OTEL_*` variables do (then the app owns it and shuts it down)."""
     settings = settings or Settings()
     verifier = TokenVerifier(settings)
+    owned_tracing = tracing is None
+    tracing = tracing_from_env("setaccounts-api") if tracing is None else tracing
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = make_client(settings)
+        client = make_client(settings, tracing)
         producer = None
         stop = asyncio.Event()
         watch: asyncio.Task[None] | None = None
@@ -62,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if producer is not None:
                 await producer.stop()
             await client.close()
+            if owned_tracing:
+                tracing.shutdown()
 
     app = FastAPI(
         title="FHIR $set-accounts",
@@ -88,6 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(smart.router, prefix=FHIR_BASE_PATH)
     for router in (jobs.router, operation.router, bundle.router, search.router, history.router, crud.router):
         app.include_router(router, prefix=FHIR_BASE_PATH, dependencies=[Depends(authenticate)])
+    if tracing.enabled:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # The request span starts a command's trace (or continues the caller's `traceparent`).
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracing.provider, excluded_urls="healthz,readyz,metrics"
+        )
     return app
 
 

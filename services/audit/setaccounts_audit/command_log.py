@@ -47,6 +47,7 @@ class CommandRecord:
     rejected: bool = False  # invalid content: nothing was applied and nothing can be re-applied
     mode: Mode = "set"  # set | add | remove ($set-accounts, $add-accounts, $remove-accounts)
     accounts: list[str] = field(default_factory=list)  # the command's given accounts
+    trace_id: str | None = None  # the trace the command was published in (its `traceparent` header)
 
     @property
     def log_order(self) -> tuple[bool, Position, datetime]:
@@ -79,17 +80,22 @@ class CommandLog:
     """Accumulates events from both topics; `records()` joins them. Bounded by the number of commands."""
 
     commands: dict[str, tuple[SetAccountsCommand, Position]] = field(default_factory=dict)
+    traces: dict[str, str] = field(default_factory=dict)
     copies: dict[str, int] = field(default_factory=dict)
     conflicting: list[tuple[str, Position]] = field(default_factory=list)
     results: dict[str, _Results] = field(default_factory=dict)
     rejected: dict[str, Rejected] = field(default_factory=dict)
 
-    def add_command(self, command: SetAccountsCommand, position: Position) -> None:
+    def add_command(
+        self, command: SetAccountsCommand, position: Position, trace_id: str | None = None
+    ) -> None:
         """The first publication of an id wins, as in the planner; a reuse with other content is noted."""
         known = self.commands.get(command.command_id)
         if known is None:
             self.commands[command.command_id] = (command, position)
             self.copies[command.command_id] = 1
+            if trace_id is not None:
+                self.traces[command.command_id] = trace_id
         elif _content(known[0]) == _content(command):
             self.copies[command.command_id] += 1
         else:
@@ -137,6 +143,7 @@ class CommandLog:
                 copies=self.copies[command_id],
                 mode=command.mode,
                 accounts=list(command.accounts),
+                trace_id=self.traces.get(command_id),
             )
         elif state.planned is not None:  # the command itself is gone (retention): the plan repeats it
             p = state.planned

@@ -43,6 +43,7 @@ FIELDS = (
     "diagnostics",
     "redrive_of",
     "command_id",
+    "trace_id",
 )
 
 
@@ -64,6 +65,7 @@ def as_row(record: CommandRecord) -> dict[str, Any]:
         "diagnostics": record.diagnostics,
         "redrive_of": record.redrive_of,
         "command_id": record.command_id,
+        "trace_id": record.trace_id,
     }
 
 
@@ -96,6 +98,10 @@ def _outcome(record: CommandRecord, sep: str = "\n") -> str:
     return text + (f"{sep}re-drive of {record.redrive_of}" if record.redrive_of else "")
 
 
+def _trace(record: CommandRecord, sep: str) -> str:
+    return f"{sep}trace {record.trace_id}" if record.trace_id else ""
+
+
 def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -126,7 +132,7 @@ def print_log(records: Sequence[CommandRecord], fmt: Format, out: IO[str], undec
                 escape(
                     f"    by {r.requested_by or '-'}; {_mode(r)}{_accounts(r.accounts_before)} → "
                     f"{_accounts(r.accounts_after)}; propagate {'yes' if r.propagate else 'no'}; "
-                    f"members {_count(r.expected)}; command {r.command_id}"
+                    f"members {_count(r.expected)}; command {r.command_id}{_trace(r, '; ')}"
                 )
             )
     if undecodable:
@@ -162,7 +168,7 @@ def _log_table(records: Sequence[CommandRecord]) -> Table:
             _count(r.resources_updated),
             _count(r.resources_changed),
             _outcome(r),
-            r.command_id,
+            r.command_id + _trace(r, "\n"),
         )
     return table
 

@@ -30,6 +30,7 @@ from setaccounts.events import (
 )
 from setaccounts.kafka import Security, security
 from setaccounts.settings import Settings
+from setaccounts.telemetry import trace_id_in
 from setaccounts_audit.command_log import CommandLog, Rejected
 
 Record: TypeAlias = Any  # an aiokafka ConsumerRecord[bytes, bytes]; aiokafka ships no type information
@@ -187,7 +188,7 @@ async def load_log(settings: Settings, *, progress: bool | None = None) -> Loade
                 loaded.log.add_rejected(rejected)
             continue
         if isinstance(command, SetAccountsCommand):
-            loaded.log.add_command(command, (record.partition, record.offset))
+            loaded.log.add_command(command, (record.partition, record.offset), trace_id_in(record.headers))
     async for record in replay_with_progress(settings, settings.topics.results, progress=progress):
         if _header(record, "event-type") in {"BatchApplied", "PartitionDone"}:
             continue  # the bulk of the topic, and nothing the log shows: skip parsing it

@@ -13,6 +13,7 @@ import typer
 from setaccounts.logs import configure_logging
 from setaccounts.metrics import serve as serve_metrics
 from setaccounts.settings import Settings
+from setaccounts.telemetry import tracing_from_env
 from setaccounts.topics import create_topics
 from setaccounts_propagator.bootstrap import ROLES, StoresFactory, build_stores, run
 
@@ -55,6 +56,7 @@ def serve(roles: list[str], stores_for: StoresFactory = build_stores) -> None:
     configure_logging(settings.log_level, settings.log_json)
     serve_metrics(settings.metrics_port)
     names = roles or list(ROLES)
+    tracing = tracing_from_env("setaccounts-propagator")
     tune_gc()
 
     async def main() -> None:
@@ -62,9 +64,12 @@ def serve(roles: list[str], stores_for: StoresFactory = build_stores) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(settings, names, stop, stores_for=stores_for)
+        await run(settings, names, stop, stores_for=stores_for, tracing=tracing)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        tracing.shutdown()
 
 
 @cli.command("create-topics")

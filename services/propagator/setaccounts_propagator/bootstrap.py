@@ -28,6 +28,7 @@ from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
 from setaccounts.store.propagation import Propagation
 from setaccounts.store.resources import ResourceStore
+from setaccounts.telemetry import OFF, Tracing
 from setaccounts_propagator.aggregator import Aggregator
 from setaccounts_propagator.applier import Applier
 from setaccounts_propagator.consumer import ConsumerLoop
@@ -119,6 +120,7 @@ def build_loop(
     stores: Stores,
     publisher: KafkaPublisher,
     losses: Callable[[], int] = lambda: 0,
+    tracing: Tracing = OFF,
 ) -> ConsumerLoop:
     """One role's consume loop, with its own consumer and a handler over the process's stores and publisher
     (the dead-letter path sends the raw records through the publisher's producer)."""
@@ -141,6 +143,7 @@ def build_loop(
         losses=losses,
         concurrency=role.concurrency(settings),
         sizer=None if seconds is None else BatchSizer(seconds, most=role.batch(settings)),
+        tracer=tracing.tracer(f"setaccounts.{name}"),
     )
 
 
@@ -168,10 +171,12 @@ async def run(
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
     stores_for: StoresFactory = build_stores,
+    tracing: Tracing = OFF,
 ) -> None:
     """Run the given roles until `stop` is set; clients are started here and always stopped here.
-    `stores_for` builds the stores over the database (the ceiling benchmark hands in stand-ins)."""
-    client = make_client(settings)
+    `stores_for` builds the stores over the database (the ceiling benchmark hands in stand-ins);
+    `tracing` is the process's (`telemetry.tracing_from_env`; off by default)."""
+    client = make_client(settings, tracing)
     producer: AIOKafkaProducer | None = None
     try:
         db = client[settings.mongodb_database]
@@ -183,7 +188,9 @@ async def run(
         recovery = TopicRecovery(settings, db, producer, "propagator")
         await until_up("broker", recovery.recreate, stop)
         stores, publisher = stores_for(db, store), KafkaPublisher(producer, settings.topics)
-        loops = [build_loop(name, settings, stores, publisher, lambda: recovery.losses) for name in roles]
+        loops = [
+            build_loop(name, settings, stores, publisher, lambda: recovery.losses, tracing) for name in roles
+        ]
         tasks = [asyncio.create_task(loop.run(stop), name=loop.role) for loop in loops]
         watch = asyncio.create_task(recovery.watch(stop), name="topics")
         if ready is not None:

@@ -23,18 +23,20 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from opentelemetry.trace import Tracer
 
 from setaccounts.events import Channel, EventError
 from setaccounts.failures import PermanentFailure, is_outage
 from setaccounts.kafka import dead_letter
 from setaccounts.metrics import BATCH_SECONDS, OUTAGE, RECORDS
+from setaccounts.telemetry import Traced, consuming
 from setaccounts_propagator.offsets import InFlight
 from setaccounts_propagator.pacing import BatchSizer
 from setaccounts_propagator.role import Item, Record, RoleHandler
@@ -66,6 +68,8 @@ class ConsumerLoop:
     the handler's `order_key`, a key's tasks one after another."""
     sizer: BatchSizer | None = None
     """Sizes each poll so a batch takes about so long (`pacing.BatchSizer`); None: as many as polled."""
+    tracer: Tracer | None = None
+    """Makes each handled batch's spans in its commands' traces (`telemetry.consuming`); None: off."""
     _losses_seen: int = 0
     _rewind_checked: float = 0.0
     _in_flight: InFlight[TopicPartition] = field(default_factory=InFlight)
@@ -299,7 +303,8 @@ class ConsumerLoop:
 
     async def _handle(self, items: Sequence[Item]) -> None:
         if items:
-            await self._handle_with_retries(items)
+            with consuming(self.tracer, self.role, _traced(items) if self.tracer else ()):
+                await self._handle_with_retries(items)
             RECORDS.labels(self.role, "handled").inc(len(items))
 
     async def _handle_with_retries(self, items: Sequence[Item]) -> None:
@@ -424,6 +429,10 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         pass
+
+
+def _traced(items: Sequence[Item]) -> Iterator[Traced]:
+    return ((getattr(item.event, "command_id", None), item.record.headers) for item in items)
 
 
 def _where_fields(record: Record) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from setaccounts.fhir.outcomes import operation_outcome
 from setaccounts.jobs import Job
 from setaccounts.store.meta import accounts_of
 from setaccounts.store.propagation import Application
+from setaccounts.telemetry import serving, trace_id_of
 from setaccounts_propagator.pacing import FanOutPace, Lead
 from setaccounts_propagator.ports import Jobs, Propagates, Publisher, Resources
 from setaccounts_propagator.role import Item, Record, RoleHandler
@@ -77,10 +78,11 @@ class Planner(RoleHandler):
 
     async def __call__(self, items: Sequence[Item]) -> None:
         for item in items:  # the loop hands over one at a time; a target's commands strictly in order
-            await self.plan(item.event)
+            with serving(item.event.command_id):
+                await self.plan(item.event)
 
     async def plan(self, command: SetAccountsCommand) -> None:
-        job = await self.jobs.ensure(command)
+        job = await self.jobs.ensure(command, trace_id=trace_id_of())
         if not job.same_command(command):
             raise DuplicateCommandId(f"command id {command.command_id} was already used for another command")
         if job.finished:

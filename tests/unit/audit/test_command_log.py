@@ -20,6 +20,7 @@ from setaccounts.events import (
 from setaccounts.store.meta import prepare_write
 from setaccounts_audit.command_log import CommandLog, Rejected, by_target, fold_log, since
 from setaccounts_audit.redrive import RedriveRefused, choose, redrive_command
+from setaccounts_audit.render import as_row
 from setaccounts_audit.verify import check_resource, expectations
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -327,3 +328,14 @@ def test_expectations_follow_adds_and_removes() -> None:
     expect = expectations(fold_log([*commands, (c4, (0, 3))], done))
     assert expect.targets["Patient/p1"].allowed == ((o2, o3),)
     assert expect.members["Patient/p1"] == ("c4", frozenset({o2, o3}))
+
+
+def test_the_log_shows_the_trace_each_command_was_published_in() -> None:
+    log = CommandLog()
+    traced, untraced = command("c-traced"), command("c-plain", minutes=1)
+    log.add_command(traced, (0, 0), trace_id="ab" * 16)
+    log.add_command(traced, (0, 1), trace_id="cd" * 16)  # a copy: the first publication's trace stays
+    log.add_command(untraced, (0, 2))
+    rows = {r.command_id: as_row(r) for r in log.records()}
+    assert rows["c-traced"]["trace_id"] == "ab" * 16
+    assert rows["c-plain"]["trace_id"] is None

@@ -18,6 +18,7 @@ from setaccounts.jobs import Job, JobStore
 from setaccounts.kafka import publish
 from setaccounts.metrics import COMMANDS
 from setaccounts.store.meta import Document
+from setaccounts.telemetry import trace_id_of
 from setaccounts_api.answers import RETRY_AFTER_SECONDS, accepted, job_answer, status_url
 from setaccounts_api.deps import ProducerDep, SettingsDep, StoresDep
 from setaccounts_api.dry_run import DryRuns, preview
@@ -113,7 +114,7 @@ async def _run(
         requested_by=principal.requested_by,
     )
     jobs = stores.jobs()
-    job = await jobs.ensure(command)
+    job = await jobs.ensure(command, trace_id=trace_id_of())
     try:
         await publish(producer, settings.topics.commands, command)
     except Exception as exc:
