@@ -35,12 +35,20 @@ def _headers_schema(event: type[BaseModel] | None) -> dict[str, Any]:
         "event-type": {"type": "string", "description": "The payload's `type`; routes without parsing."},
         "schema-version": {"type": "string", "description": "The payload's `schema_version`, as text."},
         "content-type": {"type": "string", "const": CONTENT_TYPE.decode()},
+        "traceparent": {
+            "type": "string",
+            "description": "Optional W3C trace context (https://www.w3.org/TR/trace-context/): the span "
+            "that published the record. Set it on a command to have its work join your trace; the "
+            "services set it on every record they publish while tracing is on.",
+        },
+        "tracestate": {"type": "string", "description": "Optional W3C trace state, with `traceparent`."},
     }
+    optional = {"traceparent", "tracestate"}
     if event is not None:
         properties["event-type"] = {**properties["event-type"], "const": event_type(event)}
         version = str(event.model_fields["schema_version"].default)
         properties["schema-version"] = {**properties["schema-version"], "const": version}
-        return {"type": "object", "properties": properties, "required": sorted(properties)}
+        return {"type": "object", "properties": properties, "required": sorted(properties.keys() - optional)}
     dlq = {
         "dlq.reason": "Why the record was parked (validation error or the last exception).",
         "dlq.topic": "Topic the record was read from.",
