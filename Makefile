@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.search --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.fairness --output docs/benchmarks.md
 	$(BIN)/python -m benchmarks.ceiling --output docs/benchmarks.md
+	$(BIN)/python -m benchmarks.tracing --output docs/benchmarks.md
 
 load: $(STAMP)
 	$(BIN)/python -m benchmarks.load --output docs/benchmarks.md

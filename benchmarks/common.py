@@ -10,7 +10,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -153,17 +153,26 @@ class PropagatorProcess:
     A context manager so it is stopped on every path out (SIGTERM, then SIGKILL after STOP_SECONDS).
     """
 
-    def __init__(self, settings: Settings, log_path: Path, argv: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        argv: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.argv = argv or propagator_command()
+        self.env = dict(env or {})
         self._log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     def environment(self) -> dict[str, str]:
-        """The parent's environment without its SETACCOUNTS_* settings, plus this run's isolated ones."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SETACCOUNTS_")}
+        """The parent's environment without its SETACCOUNTS_* and OTEL_* settings, plus this run's
+        isolated ones and the `env` it was given."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SETACCOUNTS_", "OTEL_"))}
         env.update(self.settings.to_env())  # servers and their credentials, prefixes, database, timeouts
+        env.update(self.env)
         return env
 
     def __enter__(self) -> PropagatorProcess:

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,14 +175,20 @@ def command_for(pid: str) -> SetAccountsCommand:
 
 
 async def measure_pipeline(
-    found: Engines, members: int, workdir: Path, processes: int = 1, profile: Path | None = None
+    found: Engines,
+    members: int,
+    workdir: Path,
+    processes: int = 1,
+    profile: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> PipelineResult:
     """Publish one `SetAccountsCommand` to the commands topic and time it to `completed` in `jobs`.
 
     The command is published with aiokafka (not through the API), so only the pipeline is timed:
     planner fan-out → updates → applier bulk writes → results → aggregator. A warm-up command on a
     3-member patient runs first, so the consumer-group joins are not in the timed window. `processes`
-    propagator processes run all roles in the same groups; `profile` records the first one with py-spy.
+    propagator processes run all roles in the same groups; `profile` records the first one with py-spy;
+    `env` is added to their environment.
     """
     settings = isolated_settings(found, "p")
     async with isolated_db(settings) as db:
@@ -196,7 +202,7 @@ async def measure_pipeline(
             with contextlib.ExitStack() as stack:
                 procs = [
                     stack.enter_context(
-                        PropagatorProcess(settings, workdir / f"propagator-{members}-{n}.log")
+                        PropagatorProcess(settings, workdir / f"propagator-{members}-{n}.log", env=env)
                     )
                     for n in range(processes)
                 ]
