@@ -4,6 +4,7 @@ corrupted member by its ref, and a re-drive repairs it without touching the orig
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import sys
@@ -151,8 +152,8 @@ async def test_log_verify_and_redrive_over_a_scripted_history(
     ]
     out = io.StringIO()
     await audit_log(settings, out, since=records[5].requested_at, fmt=Format.CSV)
-    rows = out.getvalue().splitlines()[1:]
-    assert [row.split(",")[-1] for row in rows] == [r.command_id for r in records[5:]]
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [row["command_id"] for row in rows] == [r.command_id for r in records[5:]]
 
     # verify: clean, then a corrupted member is reported by its exact ref.
     out = io.StringIO()
