@@ -27,6 +27,7 @@ running job created before the broker lost its topics; `cancelled` by the API (`
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -210,6 +211,33 @@ class JobStore:
     async def get(self, command_id: str) -> Job | None:
         found = await self._jobs.find_one({"_id": command_id})
         return None if found is None else Job.model_validate(found)
+
+    async def listing(
+        self,
+        limit: int,
+        *,
+        statuses: Collection[str] = (),
+        target: str | None = None,
+        requester: str | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Job]:
+        """Up to `limit` jobs, newest first (`created_at`, then `_id`, both descending), matching every
+        filter given (`statuses`: any of them); `before` is the (created_at, id) of the last job of the
+        page before, so jobs created meanwhile shift no page. Read by the API's listing and the console."""
+        if limit <= 0:
+            return []
+        query: StoredJob = {}
+        if statuses:
+            query["status"] = {"$in": sorted(statuses)}
+        if target is not None:
+            query["target"] = target
+        if requester is not None:
+            query["requested_by"] = requester
+        if before is not None:
+            at, command_id = before
+            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": command_id}}]
+        found = self._jobs.find(query).sort([("created_at", -1), ("_id", -1)]).limit(limit)
+        return [Job.model_validate(doc) async for doc in found]
 
     async def cancelled_among(self, command_ids: list[str]) -> set[str]:
         found = self._jobs.find(

@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.jobs import JobStore
 from setaccounts.profile import StoreProfile
+from setaccounts.store.history import HistoryStore
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.rest.access import Access
 from setaccounts_api.rest.queries import Page, ScanReader, SearchQuery, search_page
@@ -25,6 +26,9 @@ class Stores:
 
     def resources(self) -> ResourceStore:
         return ResourceStore(self.db, self.profile.read_chunk)
+
+    def history(self) -> HistoryStore:
+        return HistoryStore(self.db, self.profile.read_chunk)
 
     def rest(self, access: Access) -> RestStore:
         """The REST interactions on behalf of one caller."""

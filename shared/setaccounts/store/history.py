@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from setaccounts.store.lookup import READ_CHUNK, by_ids
-from setaccounts.store.meta import Document
+from setaccounts.store.meta import Document, command_tag_match
 
 KEPT = ("version", "deleted", "deleted_at", "resource", "compartments")
 DUPLICATE_KEY = 11000
@@ -105,6 +105,22 @@ class HistoryStore:
             return []
         cursor = self.collection.find(self._filter(ref, below, within))
         found = await cursor.sort("version", DESCENDING).limit(limit).to_list()
+        return [as_document(entry) for entry in found]
+
+    async def written_by(
+        self, command_id: str, after: str | None, limit: int, within: tuple[str, ...] | None
+    ) -> list[Document]:
+        """Up to `limit` kept versions that command `command_id` wrote (their `meta.tag`), in `ref` order
+        from just after `after`, shaped like stored documents; `within` as in `page`. A command writes a
+        resource at most once, so each resource appears once (index `tag_ref`)."""
+        if limit <= 0:
+            return []
+        query: dict[str, Any] = {"resource.meta.tag": command_tag_match(command_id)}
+        if after is not None:
+            query["ref"] = {"$gt": after}
+        if within is not None:
+            query["compartments"] = {"$in": list(within)}
+        found = await self.collection.find(query).sort("ref", ASCENDING).limit(limit).to_list()
         return [as_document(entry) for entry in found]
 
     async def count(self, ref: str, below: int, within: tuple[str, ...] | None) -> int:

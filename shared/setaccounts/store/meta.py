@@ -76,6 +76,11 @@ def command_tag(command_id: str) -> dict[str, str]:
     return {"system": COMMAND_SYSTEM, "code": command_id}
 
 
+def command_tag_match(command_id: str) -> dict[str, Any]:
+    """A query on `resource.meta.tag` for the versions command `command_id` wrote."""
+    return {"$elemMatch": command_tag(command_id)}
+
+
 def stamped(
     meta: dict[str, Any], version: int, now: datetime, compartment: list[str], command_id: str | None
 ) -> dict[str, Any]:

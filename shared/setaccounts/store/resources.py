@@ -14,7 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.store.history import HistoryStore
 from setaccounts.store.lookup import READ_CHUNK, by_ids
-from setaccounts.store.meta import Document
+from setaccounts.store.meta import Document, command_tag_match
 
 # How often a write that lost a race with another writer reads again and retries (one policy everywhere).
 CONFLICT_ROUNDS = 5
@@ -70,6 +70,30 @@ class ResourceStore:
     async def count_members(self, owner: str) -> int:
         """How many resources are in `owner`'s compartment, itself excluded."""
         return await self.collection.count_documents({**self.members_filter(owner), "_id": {"$ne": owner}})
+
+    async def written_by(
+        self, command_id: str, owner: str, after: str | None, limit: int, within: tuple[str, ...] | None
+    ) -> list[Document]:
+        """Up to `limit` current versions that command `command_id` (of target `owner`) wrote, in `_id`
+        order from just after `after`; `within` keeps those in one of these compartments (None: all).
+
+        They can only be `owner` and members of its compartment (an accounts change moves nothing between
+        compartments, and any later write makes a version without the tag), so the compartment's index is
+        walked instead of indexing the tag on every write of the hot collection."""
+        if limit <= 0:
+            return []
+        tagged: dict[str, Any] = {"resource.meta.tag": command_tag_match(command_id)}
+        if within is not None:
+            tagged["compartments"] = {"$in": list(within)}
+        query: dict[str, Any] = {"members_of": owner, **tagged}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        found = await self.collection.find(query).sort("_id", 1).limit(limit).to_list()
+        if (after is None or owner > after) and all(doc["_id"] != owner for doc in found):
+            target = await self.collection.find_one({"_id": owner, **tagged})  # not its own member
+            if target is not None:
+                found = sorted([*found, target], key=lambda doc: str(doc["_id"]))[:limit]
+        return found
 
     async def stream_members(
         self, owner: str, after: str | None, batch_size: int
