@@ -24,7 +24,7 @@ from setaccounts import stack_file
 from setaccounts.settings import Settings
 from setaccounts.topics import create_topics
 from setaccounts_dev.commands import api_command, propagator_command
-from setaccounts_dev.devkeys import dev_auth_env
+from setaccounts_dev.devkeys import KEY_FILE, dev_auth_env
 from setaccounts_dev.engines import EngineError, Engines, engines
 from setaccounts_dev.engines.processes import die_with_parent
 
@@ -150,6 +150,7 @@ def main() -> None:
         env = dict(os.environ)
         if not any(name.startswith("SETACCOUNTS_AUTH_") for name in os.environ):
             env.update(dev_auth_env(workdir))  # trust this checkout's key: `setaccounts token` signs with it
+            env["SETACCOUNTS_CONSOLE_DEV_KEY_FILE"] = str(workdir / KEY_FILE)  # the console's dev sign-in
             say("API trusts the development key in .run/: get a token with `.venv/bin/setaccounts token`")
         settings = Settings()
         created = asyncio.run(create_topics(settings))
@@ -166,7 +167,8 @@ def main() -> None:
         stack_file.write(workdir, env, f"http://{HOST}:{PORT}/fhir/R4")  # the tools find the stack here
         say(
             f"ready in {time.monotonic() - started:.1f}s: API on http://{HOST}:{PORT}/fhir/R4 "
-            f"(docs http://{HOST}:{PORT}/docs). Ctrl-C stops everything."
+            f"(docs http://{HOST}:{PORT}/docs, jobs console http://{HOST}:{PORT}/console/). "
+            "Ctrl-C stops everything."
         )
         while True:  # until a stop signal
             for service in services:

@@ -158,6 +158,18 @@ class Settings(BaseSettings):
         "accounts", description="Claim (dotted path) listing a token's accounts."
     )
     auth_scope_claim: str = Field("scope", description="Claim holding the SMART scopes (space-separated).")
+    console_client_id: str = Field(
+        "", description="OpenID client id of the jobs console (authorization code + PKCE at the issuer)."
+    )
+    console_scope: str = Field("openid", description="Scopes the jobs console asks the issuer for.")
+    console_trace_url: str = Field(
+        "", description="Link to a job's trace in the console: a URL with `{trace_id}` in it; empty = none."
+    )
+    console_dev_key_file: str = Field(
+        "",
+        description="Development only: the PEM signing key the console's dev sign-in mints tokens with "
+        "(`make run` sets it); empty = no dev sign-in.",
+    )
     inherit_accounts: bool = Field(
         True, description="Ordinary writes give a resource the accounts of the patients it belongs to."
     )
@@ -199,6 +211,13 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if value and not value.startswith(("https://", "http://")):
             raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value
+
+    @field_validator("console_trace_url")
+    @classmethod
+    def _trace_url_template(cls, value: str) -> str:
+        if value and not (value.startswith(("https://", "http://")) and "{trace_id}" in value):
+            raise ValueError(f"expected an http(s) URL with {{trace_id}} in it, got {value!r}")
         return value
 
     @field_validator("auth_algorithms")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -232,5 +233,47 @@ async def test_a_killed_propagator_is_restarted_and_its_job_completes(
         await asyncio.to_thread(stack.assert_all_gone)
         assert stack.output().count("[run] stopping") == 1
         assert "Traceback" not in stack.output().partition("[run] propagator restarted")[2]
+    finally:
+        stack.kill()
+
+
+def test_make_run_prints_the_jobs_console_and_signs_in_with_the_dev_key(
+    stack_env: tuple[dict[str, str], int], tmp_path: Path, servers: Engines
+) -> None:
+    env, port = stack_env
+    env.update(servers.as_env())  # the session's engines, under names of this test's own
+    run = uuid.uuid4().hex[:10]
+    env.update(
+        SETACCOUNTS_REPLICATION_FACTOR="1",
+        SETACCOUNTS_MIN_INSYNC_REPLICAS="1",
+        SETACCOUNTS_MONGODB_DATABASE=f"t_{run}",
+        SETACCOUNTS_TOPIC_PREFIX=f"t{run}.",
+        SETACCOUNTS_GROUP_PREFIX=f"g{run}",
+    )
+    for name in [n for n in env if n.startswith("SETACCOUNTS_AUTH_")]:
+        del env[name]  # the development key, as `make run` has it by default
+    stack = run_stack(env, port, tmp_path / "run.log", via_make=False)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_ready()
+        deadline = time.monotonic() + 30
+        while "[run] ready in" not in stack.output():
+            assert time.monotonic() < deadline, stack.output()
+            time.sleep(0.2)
+        assert f"jobs console {base}/console/" in stack.output()
+        with urllib.request.urlopen(f"{base}/console/", timeout=10) as page:
+            assert page.status == 200 and "content-security-policy" in page.headers
+        asked = urllib.request.Request(
+            f"{base}/console/dev-token",
+            data=json.dumps({"subject": "alice", "admin": True}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(asked, timeout=10) as answer:
+            token = json.load(answer)["access_token"]
+        listing = urllib.request.Request(f"{base}/fhir/R4/job", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(listing, timeout=10) as answer:
+            assert json.load(answer) == {"jobs": [], "next_cursor": None, "next": None}
+        os.killpg(stack.process.pid, signal.SIGINT)
+        assert stack.process.wait(90) == 0
     finally:
         stack.kill()

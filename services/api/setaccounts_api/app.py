@@ -19,12 +19,14 @@ from setaccounts.profile import detect_broker, detect_store
 from setaccounts.recovery import TopicRecovery
 from setaccounts.settings import Settings
 from setaccounts.telemetry import Tracing, tracing_from_env
+from setaccounts_api.console import install_console
 from setaccounts_api.fhir_body import FHIR_BASE_PATH
 from setaccounts_api.limits import BodySizeLimit
 from setaccounts_api.responses import install_error_handlers
 from setaccounts_api.rest.readers import reader_for
 from setaccounts_api.routes import bundle, crud, health, history, jobs, metadata, operation, search, smart
 from setaccounts_api.routes.docs import install_docs
+from setaccounts_api.routes.job_list import router as job_list_router
 from setaccounts_api.security import RateLimiter, SecurityHeaders, authenticate
 from setaccounts_api.stores import Stores
 
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
         redoc_url=None,  # ReDoc has no packaged assets: left out rather than loaded from a CDN
     )
     install_docs(app)
+    install_console(app, settings)  # /console/: the jobs page, its assets, the dev sign-in
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None, tracing: Tracing | None = None)
     # Everything but the CapabilityStatement needs a bearer token.
     app.include_router(metadata.router, prefix=FHIR_BASE_PATH)
     app.include_router(smart.router, prefix=FHIR_BASE_PATH)
+    app.include_router(job_list_router, prefix=FHIR_BASE_PATH, dependencies=[Depends(authenticate)])
     for router in (jobs.router, operation.router, bundle.router, search.router, history.router, crud.router):
         app.include_router(router, prefix=FHIR_BASE_PATH, dependencies=[Depends(authenticate)])
     if tracing.enabled:
