@@ -95,7 +95,6 @@ def job_view(job: Job, status_url: str) -> JobView:
     else:
         after = accounts_after(cast(Mode, job.mode), before, job.accounts) if before is not None else None
     progress = job.progress
-    trace_id = getattr(job, "trace_id", None)
     return JobView(
         id=job.id,
         status=job.status,
@@ -119,7 +118,7 @@ def job_view(job: Job, status_url: str) -> JobView:
         progress=ProgressView(done=progress.done, total=progress.total),
         http_status=job.http_status,
         outcome=job.outcome,
-        trace_id=trace_id if isinstance(trace_id, str) else None,
+        trace_id=job.trace_id,
         redrive_of=job.redrive_of,
         status_url=status_url,
     )

@@ -28,7 +28,7 @@ from setaccounts_api.rest.job_pages import (
     parse_statuses,
 )
 from setaccounts_api.routes.jobs import owned
-from setaccounts_api.security import PrincipalDep
+from setaccounts_api.security import AccessDep, PrincipalDep
 
 router = APIRouter(tags=["jobs"])
 DEFAULT_JOBS, MAX_JOBS = 20, 100
@@ -91,17 +91,18 @@ async def job_changes(
     request: Request,
     stores: StoresDep,
     settings: SettingsDep,
-    principal: PrincipalDep,
+    access: AccessDep,
     count: Count = None,
     cursor: Cursor = None,
 ) -> ChangesPage:
     """The resources the job changed, in reference order: the version it wrote of each (named by its
     `meta.tag`), still current or kept in history. Someone who is not an admin sees only versions in
     their accounts, of types their scopes let them read."""
+    principal = access.principal
     job = owned(await stores.jobs().get(command_id), command_id, principal)
     limit = min(DEFAULT_CHANGES if count is None else count, MAX_CHANGES)
     after = parse_changes_cursor(cursor)
-    within = None if principal.admin else principal.accounts
+    within = access.search_accounts()
     current = []
     if job.target is not None:
         current = await stores.resources().written_by(job.id, job.target, after, limit + 1, within)
