@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import ClusterMetadata
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownTopicOrPartitionError, for_code
 from aiokafka.helpers import create_ssl_context
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.metadata import MetadataRequest
@@ -191,7 +191,12 @@ async def topics_metadata(client: AIOKafkaClient, topics: Sequence[str]) -> Clus
     creates a topic (brokers honour the request's flag). The client's own refresh asks
     for every topic of the cluster: on a shared cluster, every topic's partitions, which a check made
     every few seconds should not fetch. Each known broker is asked in turn, in random order, until one
-    answers, as the client's refresh does; raises the last error when none does."""
+    answers, as the client's refresh does; raises the last error when none does.
+
+    Only a topic the broker calls unknown is left out as missing. An answer that names no brokers (a
+    broker just resumed or restarted, before it knows its cluster) or that gives one of `topics` another
+    error (its leader not elected yet) says nothing about which topics exist: it counts as no answer, so a
+    caller never takes a broker that is still waking up for one that lost its topics."""
     request = MetadataRequest(list(topics), allow_auto_topic_creation=False)
     nodes = [broker.nodeId for broker in client.cluster.brokers()]
     random.shuffle(nodes)
@@ -202,7 +207,23 @@ async def topics_metadata(client: AIOKafkaClient, topics: Sequence[str]) -> Clus
         except (KafkaError, TimeoutError) as exc:
             error = exc
             continue
+        why = unsettled(response)
+        if why:
+            error = KafkaConnectionError(f"broker {node} cannot tell its topics yet: {why}")
+            continue
         metadata = ClusterMetadata()
         metadata.update_metadata(response)
         return metadata
     raise error
+
+
+def unsettled(response: Any) -> str:
+    """Why a metadata answer cannot tell which topics exist, or "" when it can."""
+    if not response.brokers:
+        return "no brokers in the answer"
+    errors = {
+        topic: for_code(error_code).__name__
+        for error_code, topic, *_ in response.topics
+        if error_code not in (0, UnknownTopicOrPartitionError.errno)
+    }
+    return ", ".join(f"{topic}: {name}" for topic, name in sorted(errors.items()))

@@ -5,7 +5,10 @@ whose events were lost, so nothing waits for records that no longer exist.
 A broker that does not answer is an outage (waited out elsewhere), not a loss. A loss is a broker that
 answers without our topics, or with a partition that ended further than it ends now (or no longer exists):
 a client's metadata request may already have auto-created a lost topic (a memory-only broker always does;
-Apache Kafka with `auto.create.topics.enable`), so presence alone does not tell. Recreating is idempotent
+Apache Kafka with `auto.create.topics.enable`), so presence alone does not tell. A broker just resumed or
+restarted may answer before it knows its cluster (no brokers in the answer, leaders not elected): that is
+no answer (`setaccounts.kafka.topics_metadata`), and a loss is acted on only when a second look, a second
+later, sees it too, since ending jobs cannot be undone. Recreating is idempotent
 (`create_topics`
 leaves existing topics alone) and tried at most once per back-off period; jobs are ended once per loss,
 whichever service notices first (`JobStore.fail_lost`).
@@ -68,6 +71,8 @@ class TopicRecovery:
     producer: AIOKafkaProducer
     service: str
     backoff_seconds: float = 5.0
+    confirm_seconds: float = 1.0
+    """How long after seeing a loss the broker is asked again, before anything is recreated or ended."""
     _last_attempt: float = field(default=-float("inf"), init=False)
     _last_recreated: bool = field(default=False, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -85,26 +90,21 @@ class TopicRecovery:
         """True when every topic exists, after recreating lost ones if the back-off allows (raises when the
         broker does not answer)."""
         await self._learn_of_losses()
-        metadata = await self.metadata()
-        present = metadata.topics()
-        missing = [name for name in self.settings.topics.all() if name not in present]
-        ends = await self._end_offsets(
-            [
-                TopicPartition(name, partition)
-                for name in self.settings.topics.all()
-                if name in present
-                for partition in metadata.partitions_for_topic(name) or ()
-            ]
-        )
-        shrunk = emptied(self._ends, ends)
+        missing, shrunk, ends = await self._look()
         TOPICS_MISSING.labels(self.service).set(len(missing))
         if not missing and not shrunk:
-            self._ends = ends
-            self._whole_at = datetime.now(UTC)
+            self._ends, self._whole_at = ends, datetime.now(UTC)
             return True
         async with self._lock:
             if time.monotonic() - self._last_attempt < self.backoff_seconds:
                 return self._last_recreated  # another caller just tried (the broker may not list them yet)
+            # Ending jobs cannot be undone: a loss is acted on only when a second look confirms it.
+            await asyncio.sleep(self.confirm_seconds)
+            missing, shrunk, ends = await self._look()
+            if not missing and not shrunk:
+                log.warning("a loss of topics was not confirmed by a second look: nothing was done")
+                self._ends, self._whole_at = ends, datetime.now(UTC)
+                return True
             self._last_attempt, self._last_recreated = time.monotonic(), False
             log.warning("the broker lost topics: recreating them", missing=missing, emptied=shrunk)
             try:
@@ -120,6 +120,22 @@ class TopicRecovery:
             await self._learn_of_losses(count=False)
             TOPICS_MISSING.labels(self.service).set(0)
             return True
+
+    async def _look(self) -> tuple[list[str], list[str], dict[TopicPartition, int]]:
+        """The topics the broker does not have, those it has emptied since the last look, and where every
+        partition ends now (raises when the broker does not answer, or cannot tell yet)."""
+        metadata = await self.metadata()
+        present = metadata.topics()
+        missing = [name for name in self.settings.topics.all() if name not in present]
+        ends = await self._end_offsets(
+            [
+                TopicPartition(name, partition)
+                for name in self.settings.topics.all()
+                if name in present
+                for partition in metadata.partitions_for_topic(name) or ()
+            ]
+        )
+        return missing, emptied(self._ends, ends), ends
 
     async def metadata(self) -> ClusterMetadata:
         """The broker's metadata of the service's topics (raises when the broker does not answer)."""

@@ -1,9 +1,15 @@
-"""Which topics a broker lost, from the end offsets seen before and now."""
+"""Which topics a broker lost, from the end offsets seen before and now, and which metadata answers can
+tell at all."""
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
+from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.errors import LeaderNotAvailableError, UnknownTopicOrPartitionError
+from aiokafka.protocol.metadata import MetadataResponse_v1
+
+from setaccounts.kafka import unsettled
 from setaccounts.recovery import emptied
 
 
@@ -27,3 +33,28 @@ def test_a_partition_or_topic_that_no_longer_exists_was_lost() -> None:
     before = {tp("a", 0): 0, tp("a", 1): 0, tp("b", 0): 3}
     now = {tp("a", 0): 0}  # auto-created again with one partition; b not there at all
     assert emptied(before, now) == ["a", "b"]
+
+
+def metadata_answer(brokers: list[tuple[int, str, int, str]], topics: dict[str, int]) -> Any:
+    """A broker's metadata answer as the client decodes it: `topics` maps each name to its error code."""
+    partitions = [(0, 0, 1, [1], [1])]
+    return MetadataResponse_v1(
+        brokers, 1, [(code, name, False, partitions if code == 0 else []) for name, code in topics.items()]
+    )
+
+
+BROKER = (1, "127.0.0.1", 9092, "")
+
+
+def test_an_answer_naming_topics_or_calling_them_unknown_tells_which_exist() -> None:
+    assert unsettled(metadata_answer([BROKER], {"a": 0, "b": UnknownTopicOrPartitionError.errno})) == ""
+
+
+def test_an_answer_without_brokers_cannot_tell_which_topics_exist() -> None:
+    """What a broker resumed after a pause may send first: taken as every topic lost, it ended jobs."""
+    assert unsettled(metadata_answer([], {})) == "no brokers in the answer"
+
+
+def test_a_topic_whose_leader_is_not_elected_yet_is_not_a_missing_topic() -> None:
+    answer = metadata_answer([BROKER], {"a": 0, "b": LeaderNotAvailableError.errno})
+    assert unsettled(answer) == "b: LeaderNotAvailableError"
