@@ -2,7 +2,9 @@
 batches, with the history copy (as deployed) and without it (the copy replaced by a no-op), on the same
 store, alternating, best of `--repeat` runs each; and, within the runs with history, the share of the
 time spent in the copy itself (measured in the same seconds as the rest, so it holds on a noisy machine,
-where two runs a minute apart can differ by 2x).
+where two runs a minute apart can differ by 2x). A third variant keeps the copy but drops history's
+`tag_ref` index (a job's changed versions, by the command tag each version carries) before applying, so
+the copy's seconds with and without that index, side by side, are what the index's upkeep costs.
 
 `python -m benchmarks.history_cost [--sizes 1000,10000] [--repeat 2]`: uses `MONGODB_URI` when set, else
 starts an embedded SecantusDB. Only the store is involved (no Kafka): the copy is one unordered bulk
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -53,6 +56,8 @@ class TimedHistory:
 
 
 def members(n: int) -> list[Document]:
+    """Versions as a command leaves them: tagged with the command that wrote them, so each copy into
+    history carries a tag (and an entry in `tag_ref`), as in the pipeline."""
     now = datetime.now(UTC)
     resources = [
         {
@@ -64,15 +69,17 @@ def members(n: int) -> list[Document]:
         }
         for i in range(n)
     ]
-    return [prepare_write(r, None, now).document for r in resources]
+    return [prepare_write(r, None, now, command_id="earlier-command").document for r in resources]
 
 
-async def measure(uri: str, n: int, with_history: bool) -> tuple[float, float]:
+async def measure(uri: str, n: int, with_history: bool, tag_index: bool = True) -> tuple[float, float]:
     """(seconds of the whole apply, seconds of it spent copying into history)."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(uri, tz_aware=True, w="majority", journal=True)
     db = client[f"hist_{uuid.uuid4().hex[:8]}"]
     try:
         await ensure_indexes(db)
+        if not tag_index:
+            await db.history.drop_index("tag_ref")
         seeded = members(n)
         for start in range(0, n, SEED_CHUNK):
             await db.resources.insert_many(seeded[start : start + SEED_CHUNK])
@@ -94,16 +101,25 @@ async def measure(uri: str, n: int, with_history: bool) -> tuple[float, float]:
 
 
 async def main(sizes: list[int], repeat: int, uri: str) -> None:
+    rows = []
     print("| members | apply without history s | apply with history s | of which the copy s | copy share |")
     print("|---:|---:|---:|---:|---:|")
     for n in sizes:
         without: list[float] = []
         with_: list[tuple[float, float]] = []
+        untagged: list[float] = []
         for _ in range(repeat):
             without.append((await measure(uri, n, with_history=False))[0])
             with_.append(await measure(uri, n, with_history=True))
+            untagged.append((await measure(uri, n, with_history=True, tag_index=False))[1])
         best_with, copy = min(with_)
         print(f"| {n:,} | {min(without):.2f} | {best_with:.2f} | {copy:.2f} | {copy / best_with:.0%} |")
+        rows.append((n, statistics.median(c for _, c in with_), statistics.median(untagged)))
+    print()
+    print("| members | the copy with `tag_ref` s | the copy without it s | with ÷ without |")
+    print("|---:|---:|---:|---:|")
+    for n, tagged, bare in rows:
+        print(f"| {n:,} | {tagged:.2f} | {bare:.2f} | {tagged / bare:.2f}x |")
 
 
 def parse() -> argparse.Namespace:
