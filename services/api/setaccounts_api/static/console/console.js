@@ -203,12 +203,13 @@ function wire() {
 async function main() {
   state.config = await (await fetch("config.json")).json();
   wire();
+  let refused = "";
   try {
     await finishOidc(state.config.oidc);
   } catch (error) {
-    say(error.message);
+    refused = error.message;  // shown with the sign-in, which would otherwise clear it
   }
-  if (currentToken()) showJobs(); else showSignIn();
+  if (currentToken()) showJobs(); else showSignIn(refused);
 }
 
 main();
