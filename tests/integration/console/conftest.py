@@ -11,7 +11,7 @@ import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
 from setaccounts.settings import Settings
-from tests.helpers.auth import Issuer
+from tests.helpers.auth import Issuer, SignIn
 from tests.helpers.browser import LAUNCH_ARGS, find_chromium, screenshot_path
 from tests.helpers.console import Console
 from tests.helpers.processes import api_process, propagator_process
@@ -97,5 +97,18 @@ async def console(
     key = tmp_path / "dev-signing-key.pem"
     key.write_bytes(issuer.key.pem())
     served = settings.model_copy(update={"console_dev_key_file": str(key), "apply_batch_size": 100})
+    with propagator_process(served), api_process(served) as (_api, fhir_base):
+        yield Console(fhir_base)
+
+
+@pytest.fixture
+async def oidc_console(
+    browser: Browser, settings: Settings, db: AsyncDatabase[dict[str, Any]], issuer: Issuer
+) -> AsyncIterator[Console]:
+    """The API and the propagator as processes, the console signing in at the test's issuer (authorization
+    code with PKCE, `tests.helpers.auth.SignIn`) as a deployment configures it, with no development
+    sign-in. The issuer is the session's: what it signs in and saw starts afresh for each test."""
+    issuer.signs_in = SignIn()
+    served = settings.model_copy(update={"console_client_id": issuer.signs_in.client_id})
     with propagator_process(served), api_process(served) as (_api, fhir_base):
         yield Console(fhir_base)
