@@ -45,6 +45,7 @@ from benchmarks.common import (
     seed,
 )
 from benchmarks.latency import body, resources_updated
+from benchmarks.procfs import cpu_snapshot, engine_pids
 from benchmarks.report import machine_facts, markdown_table, section_runner
 from setaccounts.jobs import Job
 from setaccounts.status import TERMINAL, JobStatus
@@ -54,6 +55,10 @@ from setaccounts_dev.engines import Engines
 BEGIN, END = "<!-- fairness:begin -->", "<!-- fairness:end -->"
 TARGETS = {"latency": 3.0, "large": 1.15}  # small calls ≤ 3x idle (p50 and p95); large job ≤ 1.15x alone
 POLL_SECONDS = 0.05
+
+
+def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in before if name in after}
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,11 @@ class Fairness:
     beside_seconds: float
     beside: Latencies
     applied_when_answered: list[int] = field(default_factory=list)  # the large job's, after each call
+    # CPU seconds by process (api, propagator, mongodb, kafka): of the idle calls, of the large job alone,
+    # and of the large job with the calls beside it
+    idle_cpu: dict[str, float] = field(default_factory=dict)
+    alone_cpu: dict[str, float] = field(default_factory=dict)
+    beside_cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def large_ratio(self) -> float:
@@ -156,17 +166,21 @@ async def measure(found: Engines, workdir: Path, members: int, small: int, calls
                 async with httpx.AsyncClient(base_url=api.base, headers=headers, timeout=600) as client:
                     caller = Caller(client, "small")
                     await caller.small_call(small)  # warm-up: the groups join
+                    pids = {"api": api.process.pid, "propagator": propagator.pid} | engine_pids()
+                    before = cpu_snapshot(pids)
                     idle = Latencies([await caller.small_call(small) for _ in range(calls)])
+                    idle_cpu = spent(before, cpu_snapshot(pids))
                     say(
                         f"fairness: idle small calls p50 {idle.quantile(0.5) * 1000:.0f} ms, "
                         f"p95 {idle.quantile(0.95) * 1000:.0f} ms"
                     )
-                    started = time.perf_counter()
+                    before, started = cpu_snapshot(pids), time.perf_counter()
                     alone_id = await caller.start_large("Organization/large-0")
                     alone = await until_finished(db, alone_id, started, members, propagator)
+                    alone_cpu = spent(before, cpu_snapshot(pids))
                     say(f"fairness: large job alone {alone:.1f}s")
 
-                    started = time.perf_counter()
+                    before, started = cpu_snapshot(pids), time.perf_counter()
                     beside_id = await caller.start_large("Organization/large-1")
                     spacing = alone * 0.8 / calls
                     seconds: list[float] = []
@@ -180,7 +194,19 @@ async def measure(found: Engines, workdir: Path, members: int, small: int, calls
                         if job.get("status") in TERMINAL:
                             raise BenchError(f"the large job ended before small call {n + 1}: {job}")
                     beside = await until_finished(db, beside_id, started, members, propagator)
-                    result = Fairness(members, small, idle, alone, beside, Latencies(seconds), applied_then)
+                    beside_cpu = spent(before, cpu_snapshot(pids))
+                    result = Fairness(
+                        members,
+                        small,
+                        idle,
+                        alone,
+                        beside,
+                        Latencies(seconds),
+                        applied_then,
+                        idle_cpu,
+                        alone_cpu,
+                        beside_cpu,
+                    )
                     say(
                         f"fairness: beside the large job p50 {result.beside.quantile(0.5) * 1000:.0f} ms, "
                         f"p95 {result.beside.quantile(0.95) * 1000:.0f} ms; large job {beside:.1f}s "
@@ -244,9 +270,32 @@ def block(found: Engines, result: Fairness, total: float) -> str:
             f"- the large job's members applied when each small call answered: {', '.join(share)}",
             f"- slowest small call beside the large job: {worst * 1000:.0f} ms "
             f"(idle: {max(result.idle.seconds) * 1000:.0f} ms)",
+            *cpu_lines(result),
             END,
         ]
     )
+
+
+def cpu_lines(result: Fairness) -> list[str]:
+    """Where the large job's extra time beside the calls can come from: the calls' own CPU (measured on
+    the idle pipeline), against how busy the large job keeps the machine alone."""
+    if not result.idle_cpu:
+        return []
+
+    def by_process(cpu: dict[str, float]) -> str:
+        return ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(cpu.items()))
+
+    calls = len(result.idle.seconds)
+    alone, beside = sum(result.alone_cpu.values()), sum(result.beside_cpu.values())
+    return [
+        f"- CPU s of the {calls} small calls on the idle pipeline: {sum(result.idle_cpu.values()):.1f} "
+        f"({by_process(result.idle_cpu)})",
+        f"- CPU s of the large job alone: {alone:.1f} ({by_process(result.alone_cpu)}; "
+        f"{alone / result.alone_seconds:.2f} cores busy), beside the calls: {beside:.1f} "
+        f"({by_process(result.beside_cpu)})",
+        f"- the large job's extra time beside the calls: "
+        f"{result.beside_seconds - result.alone_seconds:.1f} s",
+    ]
 
 
 HEADING = """## Fairness (`python -m benchmarks.fairness`)
