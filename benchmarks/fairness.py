@@ -16,7 +16,10 @@ with `--members` Observations (the large job) and a patient with `--small` (the 
    returned.
 
 The large job runs alone first, so the run beside the small calls is the one with the bigger history
-collection: any drift counts against the target, not for it. Every call must answer 200 with all its
+collection: any drift counts against the target, not for it. The CPU time of every process (API,
+propagator, and the embedded engines, from /proc) is counted over the idle calls and over each large run,
+so the report shows what the large job's extra time is made of: the small calls' own work, or the
+store's cost per member moving between the two runs. Every call must answer 200 with all its
 resources updated, and each large job must complete with all of them.
 
 `python -m benchmarks.fairness` prints the result; `--output docs/benchmarks.md` rewrites the block between
