@@ -46,7 +46,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.common import BenchError, PropagatorProcess, isolated_db, isolated_settings, say
-from benchmarks.procfs import cpu_snapshot, engine_pids, status_kib
+from benchmarks.procfs import cpu_snapshot, cpu_spent, engine_pids, status_kib
 from benchmarks.report import machine_facts, markdown_table, mib, section_runner
 from setaccounts.events import Effect, SetAccountsCommand
 from setaccounts.jobs import Job, JobStore
@@ -364,7 +364,7 @@ async def scaled(found: Engines, workdir: Path, members: int, count: int) -> Run
     exact = job.get("status") == JobStatus.COMPLETED and job.get("resources_updated") == members + 1
     if not exact:
         raise BenchError(f"{count} sets: job ended {job.get('status')} with {job.get('resources_updated')}")
-    cpu = summed({k: after[k] - before[k] for k in after if k in before})
+    cpu = summed(cpu_spent(before, after))
     peak = max((r for r in rss if r is not None), default=None)
     run = Run(count, members, seconds, cpu, applier_rss_kib=peak)
     say(f"ceiling: {count} set(s): {seconds:.1f}s, {run.rate:,.0f} members/s")

@@ -48,7 +48,7 @@ from benchmarks.common import (
     seed,
 )
 from benchmarks.latency import body, resources_updated
-from benchmarks.procfs import cpu_snapshot, engine_pids
+from benchmarks.procfs import cpu_snapshot, cpu_spent, engine_pids
 from benchmarks.report import machine_facts, markdown_table, section_runner
 from setaccounts.jobs import Job
 from setaccounts.status import TERMINAL, JobStatus
@@ -58,10 +58,6 @@ from setaccounts_dev.engines import Engines
 BEGIN, END = "<!-- fairness:begin -->", "<!-- fairness:end -->"
 TARGETS = {"latency": 3.0, "large": 1.15}  # small calls ≤ 3x idle (p50 and p95); large job ≤ 1.15x alone
 POLL_SECONDS = 0.05
-
-
-def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: after[name] - before[name] for name in before if name in after}
 
 
 @dataclass(frozen=True)
@@ -172,7 +168,7 @@ async def measure(found: Engines, workdir: Path, members: int, small: int, calls
                     pids = {"api": api.process.pid, "propagator": propagator.pid} | engine_pids()
                     before = cpu_snapshot(pids)
                     idle = Latencies([await caller.small_call(small) for _ in range(calls)])
-                    idle_cpu = spent(before, cpu_snapshot(pids))
+                    idle_cpu = cpu_spent(before, cpu_snapshot(pids))
                     say(
                         f"fairness: idle small calls p50 {idle.quantile(0.5) * 1000:.0f} ms, "
                         f"p95 {idle.quantile(0.95) * 1000:.0f} ms"
@@ -180,7 +176,7 @@ async def measure(found: Engines, workdir: Path, members: int, small: int, calls
                     before, started = cpu_snapshot(pids), time.perf_counter()
                     alone_id = await caller.start_large("Organization/large-0")
                     alone = await until_finished(db, alone_id, started, members, propagator)
-                    alone_cpu = spent(before, cpu_snapshot(pids))
+                    alone_cpu = cpu_spent(before, cpu_snapshot(pids))
                     say(f"fairness: large job alone {alone:.1f}s")
 
                     before, started = cpu_snapshot(pids), time.perf_counter()
@@ -197,7 +193,7 @@ async def measure(found: Engines, workdir: Path, members: int, small: int, calls
                         if job.get("status") in TERMINAL:
                             raise BenchError(f"the large job ended before small call {n + 1}: {job}")
                     beside = await until_finished(db, beside_id, started, members, propagator)
-                    beside_cpu = spent(before, cpu_snapshot(pids))
+                    beside_cpu = cpu_spent(before, cpu_snapshot(pids))
                     result = Fairness(
                         members,
                         small,

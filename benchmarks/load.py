@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import ApiProcess, PropagatorProcess, isolated_db, isolated_settings, say, seed
-from benchmarks.procfs import cpu_snapshot, engine_pids
+from benchmarks.procfs import cpu_snapshot, cpu_spent, engine_pids
 from benchmarks.report import replace_block
 from setaccounts.status import TERMINAL
 from setaccounts.topics import create_topics
@@ -385,7 +385,7 @@ async def measure(found: Engines, workdir: Path) -> list[Phase]:
                         done = await run_phase(api, db)
                         after = cpu_snapshot(pids)
                         group = done if isinstance(done, list) else [done]
-                        group[0].cpu = {k: after[k] - before[k] for k in after if k in before}
+                        group[0].cpu = cpu_spent(before, after)
                         for phase in group:
                             phases.append(phase)
                             say(summary_line(phase))

@@ -50,3 +50,8 @@ def engine_pids() -> dict[str, int]:
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return {name: cpu for name, pid in pids.items() if (cpu := cpu_seconds(pid)) is not None}
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process spent between two snapshots (those present in both)."""
+    return {name: after[name] - before[name] for name in after if name in before}

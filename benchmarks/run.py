@@ -48,7 +48,7 @@ from benchmarks.common import (
     seed,
 )
 from benchmarks.latency import measure_sync_latency
-from benchmarks.procfs import cpu_snapshot, engine_pids, status_kib
+from benchmarks.procfs import cpu_snapshot, cpu_spent, engine_pids, status_kib
 from benchmarks.report import (
     PipelineResult,
     Report,
@@ -243,7 +243,7 @@ async def measure_pipeline(
             raise BenchError(
                 f"{stored} stored resources carry {ACCOUNT}; expected {members + WARMUP_MEMBERS + 2}"
             )
-        cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
+        cpu = cpu_spent(cpu_before, cpu_after)
         cpu["propagator"] = sum(v for k, v in cpu.items() if k.startswith("propagator-"))
         result = PipelineResult(
             members,
