@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, field_validator
 
 from setaccounts.fhir.outcomes import FhirError
-from setaccounts.fhir.references import parse_reference
+from setaccounts.fhir.references import parse_relative_reference
 from setaccounts.settings import Settings
 from setaccounts_dev.devkeys import SigningKey, claims_for
 
@@ -37,7 +37,7 @@ class DevSignIn(BaseModel):
     @classmethod
     def _references(cls, value: list[str]) -> list[str]:
         for ref in value:
-            if parse_reference(ref) is None or ref.count("/") != 1:
+            if parse_relative_reference(ref) is None:
                 raise ValueError(f"expected references like Organization/acme, got {ref!r}")
         return list(dict.fromkeys(value))
 

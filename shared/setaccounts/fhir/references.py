@@ -64,6 +64,12 @@ def parse_reference(ref: str, urn_map: Mapping[str, str] | None = None) -> tuple
     return _parse_literal(ref)
 
 
+def parse_relative_reference(ref: str) -> tuple[str, str] | None:
+    """`(type, id)` of a reference written exactly `Type/id`, or None for anything else (absolute,
+    versioned, contained, urn): what a query parameter or a cursor that names one resource may hold."""
+    return parse_reference(ref) if ref.count("/") == 1 else None
+
+
 def _parse_literal(ref: str) -> tuple[str, str] | None:
     segments = ref.split("/")
     absolute = _ABSOLUTE.match(ref) is not None

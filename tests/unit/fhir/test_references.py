@@ -11,6 +11,7 @@ from setaccounts.fhir.references import (
     format_reference,
     is_valid_id,
     parse_reference,
+    parse_relative_reference,
     reference_of,
 )
 
@@ -105,3 +106,17 @@ def test_format_then_parse_round_trips(resource_type: str, resource_id: str) -> 
     ref = format_reference(resource_type, resource_id)
     assert parse_reference(ref) == (resource_type, resource_id)
     assert parse_reference(f"http://h/fhir/R4/{ref}/_history/3") == (resource_type, resource_id)
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("Patient/p1", ("Patient", "p1")),
+        ("http://x/fhir/R4/Patient/p1", None),  # absolute
+        ("Patient/p1/_history/2", None),  # versioned
+        ("#contained", None),
+        ("Nope/p1", None),
+    ],
+)
+def test_a_relative_reference_is_exactly_type_slash_id(ref: str, expected: tuple[str, str] | None) -> None:
+    assert parse_relative_reference(ref) == expected

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from setaccounts.events import Mode, accounts_after
 from setaccounts.fhir.outcomes import FhirError, invalid
-from setaccounts.fhir.references import parse_reference
+from setaccounts.fhir.references import parse_relative_reference
 from setaccounts.jobs import Job
 from setaccounts.status import TERMINAL, JobStatus
 from setaccounts.store.meta import Document, accounts_of
@@ -155,8 +155,8 @@ def parse_statuses(raw: str | None) -> set[str]:
 def parse_reference_filter(name: str, raw: str | None) -> str | None:
     if raw is None or not raw.strip():
         return None
-    parsed = parse_reference(raw.strip())
-    if parsed is None or raw.strip().count("/") != 1:
+    parsed = parse_relative_reference(raw.strip())
+    if parsed is None:
         raise invalid(f"{name} must be a reference like Patient/123, got {raw!r}", [name])
     return f"{parsed[0]}/{parsed[1]}"
 
@@ -203,6 +203,6 @@ def parse_changes_cursor(raw: str | None) -> str | None:
     if raw is None:
         return None
     value = _decode(raw)
-    if not isinstance(value, str) or parse_reference(value) is None or value.count("/") != 1:
+    if not isinstance(value, str) or parse_relative_reference(value) is None:
         raise _bad_cursor(raw)
     return value

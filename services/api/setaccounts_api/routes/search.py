@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 
 from setaccounts.auth.scopes import Interaction
 from setaccounts.fhir.outcomes import invalid
-from setaccounts.fhir.references import parse_reference
+from setaccounts.fhir.references import parse_relative_reference
 from setaccounts.store.meta import Resource
 from setaccounts.store.resources import ResourceStore
 from setaccounts_api.deps import SettingsDep, StoresDep
@@ -67,8 +67,8 @@ def _non_negative(name: str, raw: str) -> int:
 
 
 def _compartment(raw: str) -> str:
-    parsed = parse_reference(raw)
-    if parsed is None or raw.count("/") != 1:
+    parsed = parse_relative_reference(raw)
+    if parsed is None:
         raise invalid(f"_compartment must be a reference like Patient/123, got {raw!r}", ["_compartment"])
     return f"{parsed[0]}/{parsed[1]}"
 
@@ -83,7 +83,7 @@ def decode_cursor(raw: str, resource_type: str | None) -> str:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    parsed = parse_reference(text) if text.count("/") == 1 else None
+    parsed = parse_relative_reference(text)
     if parsed is None or (resource_type is not None and parsed[0] != resource_type):
         raise invalid(f"_cursor {raw!r} is not a cursor from this search's next link", ["_cursor"])
     return f"{parsed[0]}/{parsed[1]}"
