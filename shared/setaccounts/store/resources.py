@@ -85,7 +85,7 @@ class ResourceStore:
         tagged: dict[str, Any] = {"resource.meta.tag": command_tag_match(command_id)}
         if within is not None:
             tagged["compartments"] = {"$in": list(within)}
-        query: dict[str, Any] = {"members_of": owner, **tagged}
+        query: dict[str, Any] = {**self.members_filter(owner), **tagged}
         if after is not None:
             query["_id"] = {"$gt": after}
         found = await self.collection.find(query).sort("_id", 1).limit(limit).to_list()
