@@ -91,7 +91,6 @@ class TopicRecovery:
         broker does not answer)."""
         await self._learn_of_losses()
         missing, shrunk, ends = await self._look()
-        TOPICS_MISSING.labels(self.service).set(len(missing))
         if not missing and not shrunk:
             self._ends, self._whole_at = ends, datetime.now(UTC)
             return True
@@ -135,6 +134,7 @@ class TopicRecovery:
                 for partition in metadata.partitions_for_topic(name) or ()
             ]
         )
+        TOPICS_MISSING.labels(self.service).set(len(missing))
         return missing, emptied(self._ends, ends), ends
 
     async def metadata(self) -> ClusterMetadata:
